@@ -1,0 +1,3 @@
+from wise_gui.cli import main
+
+raise SystemExit(main())

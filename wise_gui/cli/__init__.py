@@ -1,0 +1,46 @@
+"""`wise-gui`: no sub-command opens the window; a sub-command runs headless on the same engine.
+
+Each module in this package registers its sub-commands with `register(subparsers)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from wise_gui import __version__
+from wise_gui.core.errors import WiseGuiError
+from wise_gui.cli import generate_cmd
+
+COMMAND_MODULES = [generate_cmd]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wise-gui",
+        description="WISE Workbench. Without a sub-command, opens the window.",
+    )
+    parser.add_argument("--version", action="version", version=f"wise-gui {__version__}")
+    parser.add_argument("--model", default=None, help="model to load in the window: default, a folder or a .gguf file")
+    parser.add_argument("--db", default=None, help="workspace database to open in the window")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for module in COMMAND_MODULES:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        from wise_gui.ui.app import run
+
+        return run(model=args.model, db=args.db)
+    try:
+        return int(args.handler(args) or 0)
+    except WiseGuiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

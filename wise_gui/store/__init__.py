@@ -1,0 +1,1 @@
+"""The SQLite edit store (SQLAlchemy). Never imports Qt."""

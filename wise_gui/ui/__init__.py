@@ -1,0 +1,1 @@
+"""The Qt window: widgets, table models, plots and the worker thread."""
