@@ -1,0 +1,53 @@
+"""A tiny randomly initialised Llama (hidden size 64) and a word-level tokenizer, built in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, decoders, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from wise_gui.core.models import LoadedModel
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def corpus() -> list[str]:
+    records = json.loads((FIXTURES / "zsre_sample.json").read_text())
+    texts = []
+    for r in records:
+        texts += [r["src"], r["alt"], r["rephrase"], r["loc"], r["loc_ans"]]
+    pool = json.loads((Path(__file__).parents[1] / "resources" / "irrelevant_pool.json").read_text())["samples"]
+    return texts + pool[:200] + ["I You Because Yes Q:"]
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<pad>", "<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(corpus(), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
+
+
+def tiny_loaded(seed: int = 0, n_layers: int = 4, family: str = "llama", tokenizer=None) -> LoadedModel:
+    tokenizer = tokenizer or tiny_tokenizer()
+    torch.manual_seed(seed)
+    if family == "gpt2":
+        config = GPT2Config(vocab_size=len(tokenizer), n_embd=64, n_layer=n_layers, n_head=4, n_positions=256,
+                            bos_token_id=2, eos_token_id=2, pad_token_id=1)
+        model = GPT2LMHeadModel(config)
+    else:
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                             bos_token_id=2, eos_token_id=2, pad_token_id=1, tie_word_embeddings=True)
+        model = LlamaForCausalLM(config)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=f"tiny-{family}", source="tiny",
+                       device=torch.device("cpu"), dtype=torch.float32)

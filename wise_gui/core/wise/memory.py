@@ -1,0 +1,181 @@
+"""The module that replaces one FFN down projection: main weight W, side memories, per-sequence routing.
+
+Activation score of a sequence under side weight W' (wise-method.md section 2; we keep `act`, as the
+reference code does, in training and routing alike):
+
+    d_t   = || act(W' a_t) - act(W a_t) ||_2       per real token t (the attention mask decides)
+    score = mean of d_t over the sequence's real tokens
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MAIN = -1
+"""Route label of the main memory (the original weight)."""
+
+
+@dataclass
+class SideMemory:
+    """One routable side memory: a weight of W's shape and the edits it holds."""
+
+    weight: torch.Tensor
+    kind: str  # "shard" (being filled), "saved" (full, waiting for a merge) or "merged"
+    edit_ids: list[int] = field(default_factory=list)
+    edit_scores: list[float] = field(default_factory=list)  # each edit's score when its training ended
+    mask_seed: int | None = None  # the gradient mask of a shard is regenerated from this seed
+
+    @property
+    def min_score(self) -> float:
+        return min(self.edit_scores) if self.edit_scores else float("inf")
+
+
+@dataclass
+class WiseState:
+    """Everything that changes when edits are applied; snapshot = deep copy, restore = swap back."""
+
+    shard: SideMemory
+    saved: list[SideMemory] = field(default_factory=list)
+    merged: list[SideMemory] = field(default_factory=list)
+    total_edits: int = 0
+    shards_started: int = 1
+    merge_events: list[int] = field(default_factory=list)  # total_edits at each merge
+
+    def routable(self) -> list[SideMemory]:
+        """Memories a query may be routed to, in a fixed order (their index is the route label)."""
+        memories = self.merged + self.saved
+        if self.shard.edit_ids:
+            memories = memories + [self.shard]
+        return memories
+
+    def clone(self) -> "WiseState":
+        return copy.deepcopy(self)
+
+
+@dataclass
+class RouteInfo:
+    """What the router saw for one batch: per sequence, the chosen memory and the scores."""
+
+    choice: torch.Tensor  # [B] long: MAIN or an index into routable()
+    scores: torch.Tensor  # [B, M] score against each routable memory
+    thresholds: torch.Tensor  # [M]
+    per_token: torch.Tensor  # [B, M, T] token distances (0 at padding)
+
+
+def mask_from_seed(seed: int, shape: torch.Size, ratio: float, device: torch.device) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=generator) < ratio).to(device)
+
+
+class WiseLayer(nn.Module):
+    """Drop-in replacement for a down projection (nn.Linear, or GPT-2's transposed Conv1D).
+
+    Modes:
+      "route": each sequence goes to the main weight or to the best side memory above its threshold;
+      "train": every sequence goes through the shard being trained (the edit's forward pass);
+      "off":   the original weight only (the unedited model, bit for bit).
+    """
+
+    def __init__(self, original: nn.Module, act_fn, transposed: bool):
+        super().__init__()
+        self.original = original
+        self.act_fn = act_fn
+        self.transposed = transposed  # GPT-2 Conv1D stores the weight as [in, out]
+        weight = original.weight.detach()
+        self.state = WiseState(shard=SideMemory(weight=weight.clone(), kind="shard"))
+        self.mode = "route"
+        self.act_ratio = 0.88
+        self.shared_threshold = True  # WISE-Merge: one threshold for all; WISE-Retrieve: one each
+        # Set by the editor around a forward pass: which tokens are real and count for the score ...
+        self.token_mask: torch.Tensor | None = None
+        # ... or a routing decision already taken on the prompt, kept for every generated token.
+        self.route_lock: torch.Tensor | None = None
+        self.last_route: RouteInfo | None = None
+        # Captured inputs for the cached training path and for statistics.
+        self.capture_input = False
+        self.captured_input: torch.Tensor | None = None
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.original.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return getattr(self.original, "bias", None)
+
+    def project(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The original module's computation with another weight of the same layout."""
+        if self.transposed:
+            out_shape = x.shape[:-1] + (weight.shape[1],)
+            flat = x.reshape(-1, x.shape[-1])
+            out = torch.addmm(self.bias, flat, weight) if self.bias is not None else flat @ weight
+            return out.view(out_shape)
+        return F.linear(x, weight, self.bias)
+
+    def token_distances(self, side_out: torch.Tensor, main_out: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(self.act_fn(side_out) - self.act_fn(main_out), dim=-1)
+
+    @staticmethod
+    def sequence_scores(distances: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+        if token_mask is None:
+            return distances.mean(dim=-1)
+        mask = token_mask.to(distances.dtype)
+        return (distances * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
+
+    def thresholds(self, memories: list[SideMemory]) -> torch.Tensor:
+        if self.shared_threshold and memories:
+            floor = min(m.min_score for m in memories)
+            values = [self.act_ratio * floor] * len(memories)
+        else:
+            values = [self.act_ratio * m.min_score for m in memories]
+        return torch.tensor(values, dtype=torch.float32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.capture_input:
+            self.captured_input = x.detach()
+        if self.mode == "off":
+            return self.original(x)
+        if self.mode == "train":
+            return self.project(x, self.state.shard.weight)
+        return self._routed_forward(x)
+
+    def _routed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        main_out = self.original(x)
+        memories = self.state.routable()
+        if not memories:
+            return main_out
+        side_outs = [self.project(x, m.weight) for m in memories]
+        if self.route_lock is not None and self.route_lock.shape[0] == x.shape[0]:
+            choice = self.route_lock.to(x.device)
+        else:
+            info = self.route(x, main_out, side_outs, memories)
+            self.last_route = info
+            choice = info.choice.to(x.device)
+        out = main_out
+        for index, side_out in enumerate(side_outs):
+            rows = (choice == index).view(-1, *([1] * (x.dim() - 1)))
+            out = torch.where(rows, side_out, out)
+        return out
+
+    def route(self, x, main_out, side_outs, memories) -> RouteInfo:
+        token_mask = self.token_mask
+        if token_mask is not None and token_mask.shape != x.shape[:-1]:
+            token_mask = None  # a forward the mask was not meant for (e.g. one generated token)
+        per_token = torch.stack([self.token_distances(s, main_out) for s in side_outs], dim=1)  # [B, M, T]
+        if token_mask is not None:
+            per_token = per_token * token_mask.unsqueeze(1).to(per_token.dtype)
+            scores = self.sequence_scores(per_token, token_mask.unsqueeze(1))
+        else:
+            scores = per_token.mean(-1)
+        thresholds = self.thresholds(memories).to(scores.device)
+        above = scores > thresholds
+        masked = torch.where(above, scores, torch.full_like(scores, float("-inf")))
+        best = masked.argmax(dim=1)
+        choice = torch.where(above.any(dim=1), best, torch.full_like(best, MAIN))
+        return RouteInfo(choice=choice.cpu(), scores=scores.detach().float().cpu(),
+                         thresholds=thresholds.cpu(), per_token=per_token.detach().float().cpu())

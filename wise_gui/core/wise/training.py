@@ -1,0 +1,255 @@
+"""Training one edit into the current shard: the batch, the two forward paths, the loss, the steps.
+
+Everything below the edited layer is frozen, and so is everything in that layer but W': the input
+`a` of the down projection and the residual stream it is added to never change during an edit.
+The cached path computes them once and, in each step, runs only the layers above with the LM head
+at the target positions. The full path runs the whole model each step; both give the same loss.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from wise_gui.core.wise.architecture import Architecture
+from wise_gui.core.wise.memory import WiseLayer
+from wise_gui.core.wise.settings import WiseSettings
+
+
+@dataclass
+class TokenBatch:
+    """Right-padded rows with, per row, which tokens count for the score and which are targets."""
+
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor  # [B, T]
+    score_mask: torch.Tensor  # [B, T] tokens whose distances make the activation score
+    target_mask: torch.Tensor  # [B, T] positions whose token is a target token (CE)
+
+
+@dataclass
+class StepEvent:
+    """One optimisation step, reported as plain numbers for plots and logs."""
+
+    iteration: int
+    ce_loss: float
+    margin_loss: float
+    total_loss: float
+    edit_scores: list[float]
+    irrelevant_score: float
+    seconds: float
+
+
+@dataclass
+class MarginTargets:
+    alpha: float
+    beta: float
+    gamma: float
+
+
+def encode_pair(tokenizer, prefix: str, prompt: str, target: str | None) -> tuple[list[int], list[int], list[int]]:
+    """Token ids of `prefix`, of the prompt after it, and of " target": concatenated, never re-merged,
+    so the score and target positions are exact."""
+    ids_prefix = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+    prompt_text = (" " + prompt) if prefix else prompt
+    ids_prompt = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    ids_target = tokenizer(" " + target, add_special_tokens=False)["input_ids"] if target else []
+    return ids_prefix, ids_prompt, ids_target
+
+
+def pad_rows(rows: list[tuple[list[int], list[int], list[int]]], pad_id: int, score_whole_row: list[bool]) -> TokenBatch:
+    length = max(len(a) + len(b) + len(c) for a, b, c in rows)
+    batch = len(rows)
+    input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
+    attention = torch.zeros((batch, length), dtype=torch.long)
+    score = torch.zeros((batch, length), dtype=torch.bool)
+    target = torch.zeros((batch, length), dtype=torch.bool)
+    for i, (prefix, prompt, tgt) in enumerate(rows):
+        ids = prefix + prompt + tgt
+        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention[i, : len(ids)] = 1
+        if score_whole_row[i]:
+            score[i, : len(ids)] = True
+        else:
+            score[i, len(prefix): len(prefix) + len(prompt)] = True
+        target[i, len(prefix) + len(prompt): len(ids)] = True
+    return TokenBatch(input_ids, attention, score, target)
+
+
+def build_edit_batch(tokenizer, prompt: str, target: str, templates: list[str], irrelevant: str | None) -> tuple[TokenBatch, int]:
+    """Rows: the prompt as is and behind each context template, each followed by the target; then the
+    irrelevant sample (scored on all its tokens, no target). Returns the batch and the edit-row count."""
+    rows = [encode_pair(tokenizer, prefix, prompt, target) for prefix in [""] + templates]
+    whole = [False] * len(rows)
+    if irrelevant:
+        rows.append(([], tokenizer(irrelevant, add_special_tokens=False)["input_ids"], []))
+        whole.append(True)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return pad_rows(rows, pad_id, whole), len(templates) + 1
+
+
+def masked_mean_positive(values: torch.Tensor) -> torch.Tensor:
+    """Mean over the violating entries only (as the reference does), 0 when none violates."""
+    positive = values[values > 0]
+    return positive.mean() if positive.numel() else values.new_zeros(())
+
+
+def margin_loss(edit_scores: torch.Tensor, irrelevant_score: torch.Tensor | None, margins: MarginTargets) -> torch.Tensor:
+    loss = masked_mean_positive(margins.beta - edit_scores)
+    if irrelevant_score is not None:
+        loss = loss + masked_mean_positive(irrelevant_score - margins.alpha)
+        loss = loss + masked_mean_positive(margins.gamma - (edit_scores - irrelevant_score))
+    return loss
+
+
+class _CapturedForward:
+    """Runs the full model once under no_grad and keeps what the cached steps reuse."""
+
+    def __init__(self, arch: Architecture, layer: WiseLayer, batch: TokenBatch, device: torch.device):
+        self.residual: torch.Tensor | None = None
+        self.upper_calls: list[tuple[tuple, dict]] = []
+        handles = [arch.pre_mlp_norm.register_forward_pre_hook(self._keep_residual)]
+        for upper in arch.upper_layers():
+            handles.append(upper.register_forward_pre_hook(self._keep_call, with_kwargs=True))
+        layer.capture_input = True
+        try:
+            with torch.no_grad():
+                arch.model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False)
+        finally:
+            layer.capture_input = False
+            for handle in handles:
+                handle.remove()
+        self.down_input = layer.captured_input
+        layer.captured_input = None
+
+    def _keep_residual(self, module, args):
+        self.residual = args[0].detach()
+
+    def _keep_call(self, module, args, kwargs):
+        self.upper_calls.append((args[1:], dict(kwargs)))
+
+
+class EditTrainer:
+    """The loss of one edit as a function of the shard weight W', by the cached or the full path."""
+
+    def __init__(self, arch: Architecture, layer: WiseLayer, batch: TokenBatch, n_edit_rows: int,
+                 margins: MarginTargets, full_forward: bool, replay_inputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None):
+        self.arch = arch
+        self.layer = layer
+        self.batch = batch
+        self.n_edit_rows = n_edit_rows
+        self.margins = margins
+        self.full_forward = full_forward
+        self.device = layer.weight.device
+        self.replay_inputs = replay_inputs or []
+        captured = _CapturedForward(arch, layer, batch, self.device)
+        self.captured = captured
+        self.down_input = captured.down_input
+        self.main_activation = layer.act_fn(layer.project(self.down_input, layer.weight))
+        self.score_mask = batch.score_mask.to(self.device)
+        self.target_mask = batch.target_mask.to(self.device)
+        # Positions whose logits predict a target token: one before each target token.
+        rows, cols = self.target_mask[:, 1:].nonzero(as_tuple=True)
+        self.predict_rows, self.predict_cols = rows, cols
+        self.target_ids = batch.input_ids.to(self.device)[rows, cols + 1]
+
+    def scores(self, down_output: torch.Tensor) -> torch.Tensor:
+        distances = torch.linalg.vector_norm(self.layer.act_fn(down_output) - self.main_activation, dim=-1)
+        return self.layer.sequence_scores(distances, self.score_mask)
+
+    def _ce_from_target_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        token_losses = F.cross_entropy(logits.float(), self.target_ids, reduction="none")
+        # Mean over each edit row's target tokens, then over the rows (as the reference does).
+        per_row = torch.zeros(self.batch.input_ids.shape[0], device=logits.device).index_add(0, self.predict_rows, token_losses)
+        counts = torch.zeros_like(per_row).index_add(0, self.predict_rows, torch.ones_like(token_losses))
+        edit_rows = slice(0, self.n_edit_rows)
+        return (per_row[edit_rows] / counts[edit_rows].clamp_min(1)).mean()
+
+    def losses(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(cross-entropy, margin loss, scores per row) for shard weight `weight`."""
+        if self.full_forward:
+            down_output, target_logits = self._full_path(weight)
+        else:
+            down_output, target_logits = self._cached_path(weight)
+        ce = self._ce_from_target_logits(target_logits)
+        scores = self.scores(down_output)
+        edit_scores = scores[: self.n_edit_rows]
+        irrelevant = scores[self.n_edit_rows:] if scores.shape[0] > self.n_edit_rows else None
+        margin = margin_loss(edit_scores, irrelevant, self.margins)
+        for down_input, mask in self.replay_inputs:
+            replay_scores = self.layer.sequence_scores(
+                torch.linalg.vector_norm(self.layer.act_fn(self.layer.project(down_input, weight))
+                                         - self.layer.act_fn(self.layer.project(down_input, self.layer.weight)), dim=-1),
+                mask,
+            )
+            margin = margin + masked_mean_positive(replay_scores - self.margins.alpha)
+        return ce, margin, scores
+
+    def _cached_path(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        down_output = self.layer.project(self.down_input, weight)
+        hidden = self.captured.residual + down_output
+        for upper, (args, kwargs) in zip(self.arch.upper_layers(), self.captured.upper_calls):
+            out = upper(hidden, *args, **kwargs)
+            hidden = out[0] if isinstance(out, tuple) else out
+        picked = hidden[self.predict_rows, self.predict_cols]
+        return down_output, self.arch.lm_head(self.arch.final_norm(picked))
+
+    def _full_path(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs: list[torch.Tensor] = []
+        hook = self.layer.register_forward_hook(lambda module, args, out: outputs.append(out))
+        shard = self.layer.state.shard
+        stored = shard.weight
+        shard.weight = weight
+        try:
+            logits = self.arch.model(
+                input_ids=self.batch.input_ids.to(self.device),
+                attention_mask=self.batch.attention_mask.to(self.device),
+                use_cache=False,
+            ).logits
+        finally:
+            shard.weight = stored
+            hook.remove()
+        return outputs[0], logits[self.predict_rows, self.predict_cols]
+
+
+def train_steps(trainer: EditTrainer, weight: torch.Tensor, mask: torch.Tensor, settings: WiseSettings,
+                should_stop: Callable[[], bool] | None = None) -> Iterator[StepEvent]:
+    """SGD on `weight` in place, gradient restricted to `mask`, each entry clamped to W +- norm_constraint.
+    Yields after every step; stops early (reference rule) or when `should_stop()` says so."""
+    original = trainer.layer.weight
+    low, high = original - settings.norm_constraint, original + settings.norm_constraint
+    started = time.perf_counter()
+    previous = float("inf")
+    mask = mask.to(weight.dtype)
+    for iteration in range(settings.n_iter):
+        if should_stop is not None and should_stop():
+            return
+        trainable = weight.detach().requires_grad_(True)
+        ce, margin, scores = trainer.losses(trainable)
+        total = ce + margin
+        value = float(total.detach())
+        if value <= settings.early_stop_loss and abs(previous - value) <= settings.early_stop_delta:
+            yield _event(iteration, ce, margin, total, scores, trainer.n_edit_rows, started)
+            return
+        (grad,) = torch.autograd.grad(total, trainable)
+        with torch.no_grad():
+            weight.sub_(settings.lr * grad * mask)
+            torch.clamp_(weight, min=low, max=high)
+        previous = value
+        yield _event(iteration, ce, margin, total, scores, trainer.n_edit_rows, started)
+
+
+def _event(iteration, ce, margin, total, scores, n_edit_rows, started) -> StepEvent:
+    values = scores.detach().float().cpu().tolist()
+    return StepEvent(
+        iteration=iteration,
+        ce_loss=float(ce),
+        margin_loss=float(margin),
+        total_loss=float(total),
+        edit_scores=values[:n_edit_rows],
+        irrelevant_score=values[n_edit_rows] if len(values) > n_edit_rows else float("nan"),
+        seconds=time.perf_counter() - started,
+    )
