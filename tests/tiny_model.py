@@ -11,11 +11,12 @@ from transformers import LlamaConfig, LlamaForCausalLM, GPT2Config, GPT2LMHeadMo
 
 from wise_gui.core.models import LoadedModel
 
+INIT_RANGE = 0.1
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def corpus() -> list[str]:
-    records = json.loads((FIXTURES / "zsre_sample.json").read_text())
+    records = json.loads((FIXTURES / "zsre_engine_30.json").read_text())
     texts = []
     for r in records:
         texts += [r["src"], r["alt"], r["rephrase"], r["loc"], r["loc_ans"]]
@@ -44,7 +45,8 @@ def tiny_loaded(seed: int = 0, n_layers: int = 4, family: str = "llama", tokeniz
     else:
         config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers,
                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                             bos_token_id=2, eos_token_id=2, pad_token_id=1, tie_word_embeddings=True)
+                             bos_token_id=2, eos_token_id=2, pad_token_id=1, tie_word_embeddings=True,
+                             initializer_range=INIT_RANGE)
         model = LlamaForCausalLM(config)
     model.eval()
     for p in model.parameters():

@@ -27,6 +27,7 @@ from wise_gui.core.wise.training import (
     StepEvent,
     TokenBatch,
     build_edit_batch,
+    build_irrelevant_batch,
     encode_pair,
     pad_rows,
     train_steps,
@@ -281,10 +282,13 @@ class WiseEditor:
         self.edit_log = list(log)
         self.irrelevant_cursor = cursor
 
-    def _next_irrelevant(self) -> str:
-        sample = self.irrelevant_pool[self.irrelevant_cursor % len(self.irrelevant_pool)]
-        self.irrelevant_cursor += 1
-        return sample
+    def _next_irrelevant(self) -> list[str]:
+        """The next samples of the pool, in order (as the reference draws one per edit)."""
+        count = self.settings.n_irrelevant
+        pool = self.irrelevant_pool
+        samples = [pool[(self.irrelevant_cursor + i) % len(pool)] for i in range(count)]
+        self.irrelevant_cursor += count
+        return samples
 
     def _replay_inputs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Down-projection inputs of a few edits held by other memories (WISE-Retrieve replay)."""
@@ -318,10 +322,12 @@ class WiseEditor:
     def _train(self, request: EditRequest, should_stop) -> Iterator[StepEvent]:
         self.layer.mode = "train"
         try:
-            batch, n_edit_rows = build_edit_batch(self.tokenizer, request.prompt, request.target,
-                                                  self.context_templates, self._next_irrelevant())
-            self._prepend_special(batch)
-            trainer = EditTrainer(self.arch, self.layer, batch, n_edit_rows, self.margins(),
+            batch = build_edit_batch(self.tokenizer, request.prompt, request.target, self.context_templates)
+            irrelevant = build_irrelevant_batch(self.tokenizer, self._next_irrelevant())
+            for rows in (batch, irrelevant):
+                if rows is not None:
+                    self._prepend_special(rows)
+            trainer = EditTrainer(self.arch, self.layer, batch, irrelevant, self.margins(),
                                   self.settings.full_forward, self._replay_inputs())
             shard = self.state.shard
             mask = mask_from_seed(shard.mask_seed, shard.weight.shape, self.settings.mask_ratio, shard.weight.device)
@@ -333,9 +339,9 @@ class WiseEditor:
             if should_stop is not None and should_stop():
                 raise EditCancelled("The edit was cancelled; the side memory is as it was before it.")
             with torch.no_grad():
-                scores = trainer.scores(self.layer.project(trainer.down_input, shard.weight))
-            self._final_scores = scores.float().cpu().tolist()
-            self._n_edit_rows = n_edit_rows
+                self._final_edit_scores = trainer.edit_scores(shard.weight).float().cpu().tolist()
+                irrelevant_scores = trainer.irrelevant_scores(shard.weight)
+                self._final_irrelevant = float(irrelevant_scores.max()) if irrelevant_scores is not None else float("nan")
         finally:
             self.layer.mode = "route"
 
@@ -351,9 +357,8 @@ class WiseEditor:
 
     def _finish(self, request: EditRequest) -> EditOutcome:
         state, s = self.state, self.settings
-        edit_scores = self._final_scores[: self._n_edit_rows]
-        edit_score = sum(edit_scores) / len(edit_scores)
-        irrelevant = self._final_scores[self._n_edit_rows] if len(self._final_scores) > self._n_edit_rows else float("nan")
+        edit_score = sum(self._final_edit_scores) / len(self._final_edit_scores)
+        irrelevant = self._final_irrelevant
         index = len(self.edit_log)
         self.edit_log.append((request.prompt, request.target))
         shard = state.shard

@@ -53,6 +53,9 @@ class WiseSettings:
     """WISE-Retrieve only: while training, keep the current memory quiet on earlier memories' edits."""
     replay_samples: int = 4
     """Earlier edits replayed per edit when replay is on."""
+    n_irrelevant: int = 1
+    """Unrelated samples per edit for the 'stay quiet' margin (reference 1). They cost almost nothing on
+    the cached path: only the edited layer sees them."""
     n_templates: int = 10
     """Random context prefixes generated from the model; each edit is also trained behind them."""
     full_forward: bool = False

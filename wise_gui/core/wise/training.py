@@ -39,7 +39,7 @@ class StepEvent:
     margin_loss: float
     total_loss: float
     edit_scores: list[float]
-    irrelevant_score: float
+    irrelevant_score: float  # the highest score among the irrelevant rows
     seconds: float
 
 
@@ -79,16 +79,22 @@ def pad_rows(rows: list[tuple[list[int], list[int], list[int]]], pad_id: int, sc
     return TokenBatch(input_ids, attention, score, target)
 
 
-def build_edit_batch(tokenizer, prompt: str, target: str, templates: list[str], irrelevant: str | None) -> tuple[TokenBatch, int]:
-    """Rows: the prompt as is and behind each context template, each followed by the target; then the
-    irrelevant sample (scored on all its tokens, no target). Returns the batch and the edit-row count."""
+def build_edit_batch(tokenizer, prompt: str, target: str, templates: list[str]) -> TokenBatch:
+    """Rows: the prompt as is and behind each context template, each followed by " target"."""
     rows = [encode_pair(tokenizer, prefix, prompt, target) for prefix in [""] + templates]
-    whole = [False] * len(rows)
-    if irrelevant:
-        rows.append(([], tokenizer(irrelevant, add_special_tokens=False)["input_ids"], []))
-        whole.append(True)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return pad_rows(rows, pad_id, whole), len(templates) + 1
+    return pad_rows(rows, _pad_id(tokenizer), [False] * len(rows))
+
+
+def build_irrelevant_batch(tokenizer, samples: list[str]) -> TokenBatch | None:
+    """Unrelated texts, scored on all their tokens; they need no target and no upper layers."""
+    if not samples:
+        return None
+    rows = [([], tokenizer(text, add_special_tokens=False)["input_ids"], []) for text in samples]
+    return pad_rows(rows, _pad_id(tokenizer), [True] * len(rows))
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
 def masked_mean_positive(values: torch.Tensor) -> torch.Tensor:
@@ -97,23 +103,25 @@ def masked_mean_positive(values: torch.Tensor) -> torch.Tensor:
     return positive.mean() if positive.numel() else values.new_zeros(())
 
 
-def margin_loss(edit_scores: torch.Tensor, irrelevant_score: torch.Tensor | None, margins: MarginTargets) -> torch.Tensor:
+def margin_loss(edit_scores: torch.Tensor, irrelevant_scores: torch.Tensor | None, margins: MarginTargets) -> torch.Tensor:
     loss = masked_mean_positive(margins.beta - edit_scores)
-    if irrelevant_score is not None:
-        loss = loss + masked_mean_positive(irrelevant_score - margins.alpha)
-        loss = loss + masked_mean_positive(margins.gamma - (edit_scores - irrelevant_score))
+    if irrelevant_scores is not None:
+        loss = loss + masked_mean_positive(irrelevant_scores - margins.alpha)
+        # Every (edit row, irrelevant row) pair keeps the gap, as in the reference.
+        gaps = edit_scores.unsqueeze(0) - irrelevant_scores.unsqueeze(1)
+        loss = loss + masked_mean_positive(margins.gamma - gaps)
     return loss
 
 
 class _CapturedForward:
     """Runs the full model once under no_grad and keeps what the cached steps reuse."""
 
-    def __init__(self, arch: Architecture, layer: WiseLayer, batch: TokenBatch, device: torch.device):
+    def __init__(self, arch: Architecture, layer: WiseLayer, batch: TokenBatch, device: torch.device, upper: bool = True):
         self.residual: torch.Tensor | None = None
         self.upper_calls: list[tuple[tuple, dict]] = []
         handles = [arch.pre_mlp_norm.register_forward_pre_hook(self._keep_residual)]
-        for upper in arch.upper_layers():
-            handles.append(upper.register_forward_pre_hook(self._keep_call, with_kwargs=True))
+        for layer_above in arch.upper_layers() if upper else []:
+            handles.append(layer_above.register_forward_pre_hook(self._keep_call, with_kwargs=True))
         layer.capture_input = True
         try:
             with torch.no_grad():
@@ -135,58 +143,67 @@ class _CapturedForward:
 class EditTrainer:
     """The loss of one edit as a function of the shard weight W', by the cached or the full path."""
 
-    def __init__(self, arch: Architecture, layer: WiseLayer, batch: TokenBatch, n_edit_rows: int,
-                 margins: MarginTargets, full_forward: bool, replay_inputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None):
+    def __init__(self, arch: Architecture, layer: WiseLayer, batch: TokenBatch, irrelevant: TokenBatch | None,
+                 margins: MarginTargets, full_forward: bool,
+                 replay_inputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None):
         self.arch = arch
         self.layer = layer
         self.batch = batch
-        self.n_edit_rows = n_edit_rows
+        self.irrelevant = irrelevant
+        self.n_edit_rows = batch.input_ids.shape[0]
         self.margins = margins
         self.full_forward = full_forward
         self.device = layer.weight.device
         self.replay_inputs = replay_inputs or []
-        captured = _CapturedForward(arch, layer, batch, self.device)
-        self.captured = captured
-        self.down_input = captured.down_input
+        self.captured = _CapturedForward(arch, layer, batch, self.device)
+        self.down_input = self.captured.down_input
         self.main_activation = layer.act_fn(layer.project(self.down_input, layer.weight))
         self.score_mask = batch.score_mask.to(self.device)
-        self.target_mask = batch.target_mask.to(self.device)
+        if irrelevant is not None:
+            self.irrelevant_input = _CapturedForward(arch, layer, irrelevant, self.device, upper=False).down_input
+            self.irrelevant_main = layer.act_fn(layer.project(self.irrelevant_input, layer.weight))
+            self.irrelevant_mask = irrelevant.score_mask.to(self.device)
         # Positions whose logits predict a target token: one before each target token.
-        rows, cols = self.target_mask[:, 1:].nonzero(as_tuple=True)
-        self.predict_rows, self.predict_cols = rows, cols
-        self.target_ids = batch.input_ids.to(self.device)[rows, cols + 1]
+        target_mask = batch.target_mask.to(self.device)
+        self.predict_rows, self.predict_cols = target_mask[:, 1:].nonzero(as_tuple=True)
+        self.target_ids = batch.input_ids.to(self.device)[self.predict_rows, self.predict_cols + 1]
 
-    def scores(self, down_output: torch.Tensor) -> torch.Tensor:
-        distances = torch.linalg.vector_norm(self.layer.act_fn(down_output) - self.main_activation, dim=-1)
-        return self.layer.sequence_scores(distances, self.score_mask)
+    def _scores(self, down_output, main_activation, mask) -> torch.Tensor:
+        distances = torch.linalg.vector_norm(self.layer.act_fn(down_output) - main_activation, dim=-1)
+        return self.layer.sequence_scores(distances, mask)
+
+    def edit_scores(self, weight: torch.Tensor) -> torch.Tensor:
+        return self._scores(self.layer.project(self.down_input, weight), self.main_activation, self.score_mask)
+
+    def irrelevant_scores(self, weight: torch.Tensor) -> torch.Tensor | None:
+        if self.irrelevant is None:
+            return None
+        return self._scores(self.layer.project(self.irrelevant_input, weight), self.irrelevant_main, self.irrelevant_mask)
 
     def _ce_from_target_logits(self, logits: torch.Tensor) -> torch.Tensor:
         token_losses = F.cross_entropy(logits.float(), self.target_ids, reduction="none")
         # Mean over each edit row's target tokens, then over the rows (as the reference does).
-        per_row = torch.zeros(self.batch.input_ids.shape[0], device=logits.device).index_add(0, self.predict_rows, token_losses)
+        per_row = torch.zeros(self.n_edit_rows, device=logits.device).index_add(0, self.predict_rows, token_losses)
         counts = torch.zeros_like(per_row).index_add(0, self.predict_rows, torch.ones_like(token_losses))
-        edit_rows = slice(0, self.n_edit_rows)
-        return (per_row[edit_rows] / counts[edit_rows].clamp_min(1)).mean()
+        return (per_row / counts.clamp_min(1)).mean()
 
-    def losses(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(cross-entropy, margin loss, scores per row) for shard weight `weight`."""
+    def losses(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(cross-entropy, margin loss, edit-row scores, irrelevant-row scores) for shard weight `weight`."""
         if self.full_forward:
-            down_output, target_logits = self._full_path(weight)
+            down_output, target_logits, irrelevant_output = self._full_path(weight)
+            irrelevant_scores = (None if irrelevant_output is None else
+                                 self._scores(irrelevant_output, self.irrelevant_main, self.irrelevant_mask))
         else:
             down_output, target_logits = self._cached_path(weight)
+            irrelevant_scores = self.irrelevant_scores(weight)
         ce = self._ce_from_target_logits(target_logits)
-        scores = self.scores(down_output)
-        edit_scores = scores[: self.n_edit_rows]
-        irrelevant = scores[self.n_edit_rows:] if scores.shape[0] > self.n_edit_rows else None
-        margin = margin_loss(edit_scores, irrelevant, self.margins)
+        edit_scores = self._scores(down_output, self.main_activation, self.score_mask)
+        margin = margin_loss(edit_scores, irrelevant_scores, self.margins)
         for down_input, mask in self.replay_inputs:
-            replay_scores = self.layer.sequence_scores(
-                torch.linalg.vector_norm(self.layer.act_fn(self.layer.project(down_input, weight))
-                                         - self.layer.act_fn(self.layer.project(down_input, self.layer.weight)), dim=-1),
-                mask,
-            )
+            main = self.layer.act_fn(self.layer.project(down_input, self.layer.weight))
+            replay_scores = self._scores(self.layer.project(down_input, weight), main, mask)
             margin = margin + masked_mean_positive(replay_scores - self.margins.alpha)
-        return ce, margin, scores
+        return ce, margin, edit_scores, irrelevant_scores
 
     def _cached_path(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         down_output = self.layer.project(self.down_input, weight)
@@ -197,22 +214,27 @@ class EditTrainer:
         picked = hidden[self.predict_rows, self.predict_cols]
         return down_output, self.arch.lm_head(self.arch.final_norm(picked))
 
-    def _full_path(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        outputs: list[torch.Tensor] = []
-        hook = self.layer.register_forward_hook(lambda module, args, out: outputs.append(out))
+    def _full_path(self, weight: torch.Tensor):
+        """The reference way: every row through the whole model, every step."""
         shard = self.layer.state.shard
         stored = shard.weight
         shard.weight = weight
         try:
-            logits = self.arch.model(
-                input_ids=self.batch.input_ids.to(self.device),
-                attention_mask=self.batch.attention_mask.to(self.device),
-                use_cache=False,
-            ).logits
+            down_output, logits = self._run_whole_model(self.batch)
+            irrelevant_output = self._run_whole_model(self.irrelevant)[0] if self.irrelevant is not None else None
         finally:
             shard.weight = stored
+        return down_output, logits[self.predict_rows, self.predict_cols], irrelevant_output
+
+    def _run_whole_model(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs: list[torch.Tensor] = []
+        hook = self.layer.register_forward_hook(lambda module, args, out: outputs.append(out))
+        try:
+            logits = self.arch.model(input_ids=batch.input_ids.to(self.device),
+                                     attention_mask=batch.attention_mask.to(self.device), use_cache=False).logits
+        finally:
             hook.remove()
-        return outputs[0], logits[self.predict_rows, self.predict_cols]
+        return outputs[0], logits
 
 
 def train_steps(trainer: EditTrainer, weight: torch.Tensor, mask: torch.Tensor, settings: WiseSettings,
@@ -228,28 +250,29 @@ def train_steps(trainer: EditTrainer, weight: torch.Tensor, mask: torch.Tensor, 
         if should_stop is not None and should_stop():
             return
         trainable = weight.detach().requires_grad_(True)
-        ce, margin, scores = trainer.losses(trainable)
+        ce, margin, edit_scores, irrelevant_scores = trainer.losses(trainable)
         total = ce + margin
         value = float(total.detach())
+        event = _event(iteration, ce, margin, total, edit_scores, irrelevant_scores, started)
         if value <= settings.early_stop_loss and abs(previous - value) <= settings.early_stop_delta:
-            yield _event(iteration, ce, margin, total, scores, trainer.n_edit_rows, started)
+            yield event
             return
         (grad,) = torch.autograd.grad(total, trainable)
         with torch.no_grad():
             weight.sub_(settings.lr * grad * mask)
             torch.clamp_(weight, min=low, max=high)
         previous = value
-        yield _event(iteration, ce, margin, total, scores, trainer.n_edit_rows, started)
+        yield event
 
 
-def _event(iteration, ce, margin, total, scores, n_edit_rows, started) -> StepEvent:
-    values = scores.detach().float().cpu().tolist()
+def _event(iteration, ce, margin, total, edit_scores, irrelevant_scores, started) -> StepEvent:
+    irrelevant = irrelevant_scores.detach().float().cpu().tolist() if irrelevant_scores is not None else []
     return StepEvent(
         iteration=iteration,
-        ce_loss=float(ce),
-        margin_loss=float(margin),
-        total_loss=float(total),
-        edit_scores=values[:n_edit_rows],
-        irrelevant_score=values[n_edit_rows] if len(values) > n_edit_rows else float("nan"),
+        ce_loss=float(ce.detach()),
+        margin_loss=float(margin.detach()),
+        total_loss=float(total.detach()),
+        edit_scores=edit_scores.detach().float().cpu().tolist(),
+        irrelevant_score=max(irrelevant) if irrelevant else float("nan"),
         seconds=time.perf_counter() - started,
     )
