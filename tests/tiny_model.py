@@ -53,3 +53,11 @@ def tiny_loaded(seed: int = 0, n_layers: int = 4, family: str = "llama", tokeniz
         p.requires_grad_(False)
     return LoadedModel(model=model, tokenizer=tokenizer, name=f"tiny-{family}", source="tiny",
                        device=torch.device("cpu"), dtype=torch.float32)
+
+
+def save_tiny_model(folder: Path, seed: int = 0, tokenizer=None) -> Path:
+    """The tiny Llama as a Hugging Face folder, for commands that load `--model FOLDER` in a subprocess."""
+    loaded = tiny_loaded(seed=seed, tokenizer=tokenizer)
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    return folder

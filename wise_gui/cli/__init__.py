@@ -10,9 +10,9 @@ import sys
 
 from wise_gui import __version__
 from wise_gui.core.errors import WiseGuiError
-from wise_gui.cli import bench_cmd, generate_cmd, store_cmd
+from wise_gui.cli import apply_cmd, bench_cmd, generate_cmd, memory_cmd, store_cmd
 
-COMMAND_MODULES = [generate_cmd, bench_cmd, store_cmd]
+COMMAND_MODULES = [generate_cmd, bench_cmd, store_cmd, apply_cmd, memory_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,6 +44,8 @@ def register(subparsers) -> None:
     parser.add_argument("--compare-full-forward", type=int, default=0, metavar="K",
                         help="also time the first K edits with the full forward pass (rolled back), to report the speed-up")
     parser.add_argument("--json", default=None, metavar="OUT", help="write the result as JSON")
+    parser.add_argument("--export", default=None, metavar="MEMORY_FILE",
+                        help="save the side memory after the last edit as a memory file (see wise-gui eval)")
     parser.set_defaults(handler=run)
 
 
@@ -69,4 +71,9 @@ def run(args: argparse.Namespace) -> int:
     print(result.table())
     if args.json:
         write_json(result, args.json)
+    if args.export:
+        from wise_gui.core.memory_file import save_memory_file
+
+        save_memory_file(editor, args.export)
+        print(f"Side memory saved to {args.export}.", file=sys.stderr)
     return 0

@@ -6,14 +6,13 @@ edit, named by apply order; the store decides which of them to keep.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from wise_gui.core.files import write_safetensors_atomic
 from wise_gui.store.errors import StoreError
 
 
@@ -25,34 +24,9 @@ def checkpoint_name(apply_order: int) -> str:
     return f"state-{apply_order:06d}.safetensors"
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Makes a rename durable; folders cannot be opened for fsync on Windows, where rename is durable enough."""
-    if os.name == "nt":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_checkpoint_atomic(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """Writes `tensors` to `path`: either the old file or the complete new one is there, never a mix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        # safetensors refuses views into shared storage; contiguous copies of slices are what we want stored.
-        save_file({name: t.detach().contiguous().cpu() for name, t in tensors.items()}, temp_name, metadata=metadata)
-        with open(temp_name, "rb+") as handle:
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
+    write_safetensors_atomic(path, tensors, metadata)
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -565,6 +565,10 @@ class Store:
         if not self._set_status([edit_id], EditStatus.APPLYING, _QUEUEABLE_STATUSES + (EditStatus.QUEUED.value,)):
             raise StoreError(f"Edit {edit_id} cannot be applied now (missing, or already applied).")
 
+    def return_to_queue(self, edit_id: int) -> None:
+        """An edit whose application was cancelled goes back to the queue, at its old place."""
+        self._set_status([edit_id], EditStatus.QUEUED, (EditStatus.APPLYING.value,))
+
     def mark_failed(self, edit_id: int, error: str) -> None:
         with self.session() as session:
             edit = session.get(Edit, edit_id)

@@ -52,7 +52,7 @@ class EditOutcome:
     seconds: float
     ce_curve: list[float]
     margin_curve: list[float]
-    edit_score: float  # mean score over the edit's training rows when training ended
+    edit_score: float  # lowest score over the edit's training rows when training ended
     irrelevant_score: float
     threshold: float  # the routing threshold of the memory the edit went into, after the edit
     shard_number: int  # 1-based count of shards started so far; the edit is in this one
@@ -357,7 +357,8 @@ class WiseEditor:
 
     def _finish(self, request: EditRequest) -> EditOutcome:
         state, s = self.state, self.settings
-        edit_score = sum(self._final_edit_scores) / len(self._final_edit_scores)
+        # The weakest row sets the statistic, so the edit's own prompt (one of the rows) always routes.
+        edit_score = min(self._final_edit_scores)
         irrelevant = self._final_irrelevant
         index = len(self.edit_log)
         self.edit_log.append((request.prompt, request.target))
@@ -392,12 +393,28 @@ class WiseEditor:
             parts = state.merged + parts
         weight = merge(self.layer.weight.detach(), [p.weight for p in parts], self.settings.merge_method,
                        self.settings.ties_density)
-        combined = SideMemory(weight=weight, kind="merged",
-                              edit_ids=[i for p in parts for i in p.edit_ids],
-                              edit_scores=[x for p in parts for x in p.edit_scores])
+        edit_ids = [i for p in parts for i in p.edit_ids]
+        # Merging moves every edit's score; its threshold statistics are measured again on the merged weight.
+        combined = SideMemory(weight=weight, kind="merged", edit_ids=edit_ids,
+                              edit_scores=self._edit_scores_under(weight, edit_ids))
         state.merged = ([] if not self.settings.retrieve else state.merged) + [combined]
         state.saved = []
         state.merge_events.append(state.total_edits)
+
+    @torch.no_grad()
+    def _edit_scores_under(self, weight: torch.Tensor, edit_ids: list[int]) -> list[float]:
+        """Each edit's score (lowest over its training rows, as when it was trained) under `weight`."""
+        scores = []
+        for index in edit_ids:
+            prompt, target = self.edit_log[index]
+            batch = build_edit_batch(self.tokenizer, prompt, target, self.context_templates)
+            self._prepend_special(batch)
+            down_input = self._down_input(batch)
+            distances = self.layer.token_distances(self.layer.project(down_input, weight),
+                                                   self.layer.project(down_input, self.layer.weight))
+            row_scores = self.layer.sequence_scores(distances, batch.score_mask.to(distances.device))
+            scores.append(float(row_scores.min()))
+        return scores
 
     def apply_edit(self, request: EditRequest, on_step: Callable[[StepEvent], None] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> EditOutcome:

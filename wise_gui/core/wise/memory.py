@@ -20,7 +20,7 @@ MAIN = -1
 """Route label of the main memory (the original weight)."""
 
 
-@dataclass
+@dataclass(eq=False)  # identity, not tensor comparison
 class SideMemory:
     """One routable side memory: a weight of W's shape and the edits it holds."""
 

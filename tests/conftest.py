@@ -1,0 +1,49 @@
+"""Shared test setup. Qt must find its platform before anything imports it: the window tests run offscreen.
+
+The window fixtures import Qt and torch inside the fixture, so tests that do not use them stay fast.
+"""
+
+import os
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+WINDOW_READY_MS = 60_000
+
+
+@pytest.fixture(scope="session")
+def shared_tokenizer():
+    from tiny_model import tiny_tokenizer
+
+    return tiny_tokenizer()
+
+
+@pytest.fixture
+def app_settings(tmp_path):
+    """A QSettings file of the test's own, so window state and recent workspaces never touch the user's."""
+    from PySide6.QtCore import QSettings
+
+    return QSettings(str(tmp_path / "wise-gui-settings.ini"), QSettings.IniFormat)
+
+
+@pytest.fixture
+def open_window(qtbot, tmp_path, shared_tokenizer, app_settings):
+    """`open_window(db=..., settings=...)`: a shown MainWindow on the tiny random Llama, workspace open.
+
+    Every window gets a fresh copy of the same model (seed 0), so a reopened workspace matches its fingerprint.
+    """
+    from test_engine import TINY_SETTINGS
+    from tiny_model import tiny_loaded
+    from wise_gui.ui.main_window import MainWindow
+
+    def make(db=None, settings=TINY_SETTINGS):
+        window = MainWindow(model_loader=lambda *_: tiny_loaded(tokenizer=shared_tokenizer), settings=settings,
+                            db_path=db or tmp_path / "workspace.sqlite", app_settings=app_settings)
+        qtbot.addWidget(window)
+        window.show()
+        window.load_model("tiny")
+        qtbot.waitUntil(lambda: window.editor is not None and not window.busy, timeout=WINDOW_READY_MS)
+        return window
+
+    return make
