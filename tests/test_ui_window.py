@@ -104,7 +104,7 @@ def test_type_an_edit_apply_it_and_see_what_it_did(qtbot, open_window):
     assert status_shown(window, 0) == "applied"
     assert window.store.get_edit(row.id).status == EditStatus.APPLIED
     assert window.status_applied.text() == "1 applied edit"
-    assert window.status_threshold.text().startswith("threshold ")
+    assert "threshold " in window.status_threshold.text()
 
     loss = window.plots.loss
     assert len(loss.values("ce")) > 1 and len(loss.values("margin")) == len(loss.values("ce"))
@@ -115,9 +115,10 @@ def test_type_an_edit_apply_it_and_see_what_it_did(qtbot, open_window):
     assert len(router.scatters["paraphrase"].getData()[0]) == 1
     assert len(router.scatters["locality"].getData()[0]) == 1
     assert router.scatters["prompt"].data[0]["data"] == record["src"]  # what hovering the point names
-    shards = window.plots.shards
-    assert shards.shard_heights()["current"] == [(1, 1)]
-    assert list(shards.bars["current"].opts["height"]) == [1]
+    shards = window.plots.shards  # TINY_SETTINGS: one shard per edit, merged into its own memory at once
+    assert shards.shard_heights()["merged"] == [(1, 1)]
+    assert list(shards.bars["merged"].opts["height"]) == [1]
+    assert list(shards.merge_marks.getData()[0]) == [1.5, 1.5]
 
     window.table.select_row(0)
     window.lower_tabs.setCurrentWidget(window.answers_panel)
@@ -156,7 +157,7 @@ def test_cancel_rolls_back_the_edit_in_training_and_keeps_the_applied_ones(qtbot
     window.plots.redraw_dirty()
     assert len(window.plots.router.scatters["prompt"].getData()[0]) == 1
     assert len(window.plots.router.live.getData()[0]) == 0  # the training star is gone
-    assert window.plots.shards.shard_heights()["current"] == [(1, 1)]
+    assert window.plots.shards.status.total_edits == 1
 
 
 def test_an_error_in_the_worker_becomes_a_dialog_and_a_failed_edit(qtbot, open_window, monkeypatch):
@@ -203,7 +204,7 @@ def test_reopening_the_workspace_restores_table_plots_and_side_memory(qtbot, ope
     reopened.plots.redraw_dirty()
     assert [status_shown(reopened, r) for r in range(3)] == ["applied", "applied", "draft"]
     assert list(reopened.plots.router.scatters["prompt"].getData()[1]) == pytest.approx(scores)
-    assert reopened.plots.shards.shard_heights()["current"] == [(1, 2)]
+    assert reopened.plots.shards.shard_heights()["merged"] == [(1, 1), (2, 1)]
     assert reopened.status_applied.text() == "2 applied edits"
     assert reopened.model_panel.layer.isEnabled() is False  # the layer is fixed once edits are applied
     assert probe(qtbot, reopened, RECORDS[2]["src"]).to_side_memory
@@ -273,3 +274,33 @@ def test_import_edits_delete_with_undo_and_menus(qtbot, open_window):
         assert name in file_actions
     assert window.new_edit_action.shortcut().toString() == "Ctrl+N"
     assert window.apply_selected_action.shortcut().toString() == "Ctrl+Return"
+
+
+def test_a_workspace_of_another_model_offers_a_new_one(qtbot, open_window, tmp_path):
+    db = tmp_path / "first.sqlite"
+    open_window(db=db).close()
+
+    # A model with other weights cannot use the workspace's edits: a new workspace is offered instead.
+    window = open_window(db=db, seed=1, ready=False)
+    qtbot.waitUntil(lambda: not window.busy and window.message_box is not None, timeout=RUN_MS)
+    box = window.message_box
+    assert "belongs to the model" in box.text() and window.editor is None
+    qtbot.mouseClick(box.button(QMessageBox.Yes), Qt.LeftButton)
+    qtbot.waitUntil(lambda: window.editor is not None and not window.busy, timeout=RUN_MS)
+    assert window.store.path == tmp_path / "first-2.sqlite"
+
+
+def test_a_failed_model_load_is_a_dialog_and_the_window_goes_on(qtbot, open_window, monkeypatch):
+    from wise_gui.core.models import ModelLoadError
+
+    window = open_window()
+
+    def broken_loader(*_):
+        raise ModelLoadError("No model found in /nowhere: expected config.json")
+
+    monkeypatch.setattr(window, "model_loader", broken_loader)
+    assert window.load_model("/nowhere")
+    wait_idle(qtbot, window)
+    assert "No model found" in window.message_box.text()
+    assert "Still using tiny-llama" in window.model_panel.progress_text.text()
+    assert window.editor is not None and window.apply_queued_action.isEnabled()

@@ -8,13 +8,13 @@ the old answer (locality prompts).
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import html
 
 from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QAbstractTextDocumentLayout, QColor, QPalette, QTextDocument
 from PySide6.QtWidgets import (
+    QApplication,
     QHeaderView,
     QLabel,
     QStyle,
@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from wise_gui.ui.plot_data import answer_dict
 from wise_gui.ui.style import (
     CHANGED_BACKGROUND,
     EDIT_COLOUR,
@@ -46,11 +47,6 @@ KIND_COLOURS = {"prompt": EDIT_COLOUR, "paraphrase": PARAPHRASE_COLOUR, "localit
 KIND_LABELS = {"prompt": "Edit prompt", "paraphrase": "Paraphrase", "locality": "Locality"}
 HEADERS = ["Kind", "Prompt", "Expected", "Before editing", "After editing", "Routed to", "Score", "Result"]
 AFTER_COLUMN = 4
-
-
-def answer_dict(row) -> dict:
-    """Answers arrive as dataclasses from the worker and as dicts from the store."""
-    return dataclasses.asdict(row) if dataclasses.is_dataclass(row) else dict(row)
 
 
 def highlight_changes(before: str, after: str) -> str:
@@ -75,7 +71,7 @@ class HtmlDelegate(QStyledItemDelegate):
         options = QStyleOptionViewItem(option)
         self.initStyleOption(options, index)
         options.text = ""
-        style = options.widget.style() if options.widget else None
+        style = options.widget.style() if options.widget else QApplication.style()
         style.drawControl(QStyle.CE_ItemViewItem, options, painter, options.widget)
         document = QTextDocument()
         document.setDefaultFont(options.font)

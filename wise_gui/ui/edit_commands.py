@@ -7,19 +7,14 @@ calls that the store refuses are reported through `view.model().error`.
 
 from __future__ import annotations
 
-from sqlalchemy import update
-
 from PySide6.QtGui import QUndoCommand
+from sqlalchemy import update
 
 from wise_gui.core.edits import EditRequest
 from wise_gui.store import EditDetail, EditStatus, StoreError
 from wise_gui.store.schema import Edit
 from wise_gui.ui.edit_table import EditTableView
-
-
-def _shorten(text: str, limit: int = 40) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+from wise_gui.ui.style import shorten
 
 
 class _EditCommand(QUndoCommand):
@@ -65,7 +60,7 @@ class _EditCommand(QUndoCommand):
 
 class AddEdit(_EditCommand):
     def __init__(self, view: EditTableView, request: EditRequest):
-        super().__init__(view, f"Add edit “{_shorten(request.prompt)}”")
+        super().__init__(view, f"Add edit “{shorten(request.prompt, 40)}”")
         self.request = request
         self.edit_id: int | None = None
 
@@ -80,7 +75,7 @@ class AddEdit(_EditCommand):
 
 class ChangeEdit(_EditCommand):
     def __init__(self, view: EditTableView, edit_id: int, old: EditRequest, new: EditRequest):
-        super().__init__(view, f"Change edit “{_shorten(new.prompt)}”")
+        super().__init__(view, f"Change edit “{shorten(new.prompt, 40)}”")
         self.edit_id, self.old, self.new = edit_id, old, new
 
     def _set(self, request: EditRequest) -> None:
@@ -102,7 +97,7 @@ class DuplicateEdit(_EditCommand):
 
     def _do(self) -> None:
         self.copy_id = self.store.duplicate_edit(self.original_id)
-        self.view.select_row(self.model.edit_inserted_after(self.model.row_of(self.original_id), self.copy_id))
+        self.view.select_row(self.model.edit_inserted_after(self.model.locate(self.original_id), self.copy_id))
 
     def _undo(self) -> None:
         self.store.delete_edits([self.copy_id])

@@ -26,6 +26,7 @@ from wise_gui.store import EditDetail, EditStatus
 from wise_gui.ui.style import STATUS_LABELS, status_colours
 
 _EDITABLE = Qt.ItemIsEnabled | Qt.ItemIsSelectable | Qt.ItemIsEditable
+_EDIT_TRIGGERS = QAbstractItemView.DoubleClicked | QAbstractItemView.EditKeyPressed | QAbstractItemView.AnyKeyPressed
 
 
 def _list_buttons(add_text: str, on_add, on_remove) -> tuple[QWidget, QPushButton, QPushButton]:
@@ -58,8 +59,7 @@ class EditDetailPanel(QWidget):
 
         self.paraphrases = QListWidget()
         self.paraphrases.setToolTip("Other wordings of the prompt: they should get the new answer too (Gen).")
-        self.paraphrases.setEditTriggers(QAbstractItemView.DoubleClicked | QAbstractItemView.EditKeyPressed)
-        paraphrase_buttons, self.add_paraphrase_button, self._remove_paraphrase = _list_buttons(
+        paraphrase_buttons, self.add_paraphrase_button, self.remove_paraphrase_button = _list_buttons(
             "Add paraphrase", self.add_paraphrase, self._remove_selected_paraphrase)
 
         self.locality = QTableWidget(0, 2)
@@ -68,7 +68,7 @@ class EditDetailPanel(QWidget):
         self.locality.verticalHeader().hide()
         self.locality.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
         self.locality.horizontalHeader().setSectionResizeMode(1, QHeaderView.Stretch)
-        locality_buttons, self.add_locality_button, self._remove_locality = _list_buttons(
+        locality_buttons, self.add_locality_button, self.remove_locality_button = _list_buttons(
             "Add locality prompt", self.add_locality, self._remove_selected_locality)
 
         self.save_button = QPushButton("Save changes")
@@ -129,12 +129,11 @@ class EditDetailPanel(QWidget):
         locked = detail is None or detail.status in (EditStatus.APPLIED, EditStatus.APPLYING)
         for widget in (self.prompt, self.target, self.subject):
             widget.setReadOnly(locked)
-        for widget in (self.add_paraphrase_button, self._remove_paraphrase, self.add_locality_button,
-                       self._remove_locality, self.save_button, self.revert_button):
+        for widget in (self.add_paraphrase_button, self.remove_paraphrase_button, self.add_locality_button,
+                       self.remove_locality_button, self.save_button, self.revert_button):
             widget.setEnabled(not locked)
-        self.paraphrases.setEditTriggers(QAbstractItemView.NoEditTriggers if locked
-                                         else QAbstractItemView.DoubleClicked | QAbstractItemView.EditKeyPressed)
-        self.locality.setEditTriggers(QAbstractItemView.NoEditTriggers if locked else QAbstractItemView.AllEditTriggers)
+        for view in (self.paraphrases, self.locality):
+            view.setEditTriggers(QAbstractItemView.NoEditTriggers if locked else _EDIT_TRIGGERS)
         self.lock_note.setVisible(detail is not None and locked)
 
     def _append_paraphrase(self, text: str) -> QListWidgetItem:

@@ -293,25 +293,24 @@ class EditTableModel(QAbstractTableModel):
             self.endRemoveRows()
 
     def edit_added(self, edit_id: int) -> int | None:
-        """The edit `edit_id` was just stored (from the new row, a redo or an undo); returns its row if known."""
-        if self._new_row is not None and (self._new_row.prompt and self._new_row.target):
-            if self.in_natural_order:
-                # The new row is exactly where the store puts the edit: it becomes a real row in place.
-                self._new_row = None
-                self._count += 1
-                self._pages.pop((self._count - 1) // PAGE_SIZE, None)
-                self.dataChanged.emit(self.index(self._count - 1, 0), self.index(self._count - 1, len(COLUMNS) - 1))
-                return self._count - 1
+        """The edit `edit_id` was just stored at the end of the list (typed in the new row, or by a redo or
+        an undo); returns its row if it is shown."""
+        if not self.in_natural_order:
             self.reload()
             return self.locate(edit_id)
-        if self.in_natural_order:
-            self.beginInsertRows(QModelIndex(), self._count, self._count)
+        row = self._count
+        if self._new_row is not None and self._new_row.prompt and self._new_row.target:
+            # The typed row is exactly where the store put the edit: it becomes a real row in place.
+            self._new_row = None
             self._count += 1
-            self._pages.pop((self._count - 1) // PAGE_SIZE, None)
+            self._pages.pop(row // PAGE_SIZE, None)
+            self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
+        else:
+            self.beginInsertRows(QModelIndex(), row, row)
+            self._count += 1
+            self._pages.pop(row // PAGE_SIZE, None)
             self.endInsertRows()
-            return self._count - 1
-        self.reload()
-        return self.locate(edit_id)
+        return row
 
     def edit_inserted_after(self, original_row: int | None, edit_id: int) -> int | None:
         """A copy was stored right below the edit at `original_row`."""
@@ -326,6 +325,7 @@ class EditTableModel(QAbstractTableModel):
         return row
 
     def edits_removed(self, edit_ids: list[int]) -> None:
+        """The edits were deleted from the store (call before the pages are re-read)."""
         rows = [self.row_of(i) for i in edit_ids]
         if any(r is None for r in rows):
             self.reload()
@@ -349,8 +349,7 @@ class EditTableModel(QAbstractTableModel):
 
     def refresh_visible(self) -> None:
         """After many edits changed at once (an undo, a restore): re-reads the pages the view shows."""
-        for number in list(self._pages):
-            self._pages.pop(number)
+        self._pages.clear()
         if self._count:
             self.dataChanged.emit(self.index(0, 0), self.index(self._count - 1, len(COLUMNS) - 1))
 
@@ -382,13 +381,13 @@ def _one_line(text: str) -> str:
 
 def _row_from_detail(row: EditRow, detail: EditDetail) -> EditRow:
     """The cached row updated from a freshly read edit; scores are those of its latest outcome, as in edit_page."""
-    fields = detail.outcome.fields if detail.outcome is not None else None
+    scores = {name: None for name in ("rel", "gen", "loc", "gen_success")}
+    if detail.outcome is not None:
+        scores = {name: getattr(detail.outcome.fields, name) for name in scores}
     return dataclasses.replace(
         row, status=detail.status, apply_order=detail.apply_order, prompt=detail.request.prompt,
-        target=detail.request.target, subject=detail.request.subject, error=detail.error,
-        rel=fields and fields.rel, gen=fields and fields.gen, loc=fields and fields.loc,
-        gen_success=fields and fields.gen_success,
-    )
+        target=detail.request.target, subject=detail.request.subject, error=detail.error, **scores,
+    )  # fmt: skip
 
 
 class EditTableView(QTableView):

@@ -5,15 +5,27 @@ No Qt here: each function runs on a worker thread and returns plain data for the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from wise_gui.core.edits import EditRequest
 from wise_gui.core.memory_file import editor_state, read_memory_file
 from wise_gui.core.wise.editor import RouteDecision, ShardStatus, WiseEditor
+from wise_gui.core.wise.training import StepEvent
 from wise_gui.store import EditDetail, EditStatus, OutcomeFields, Store, StoreError, import_requests, record_applied
-from wise_gui.store.runner import restore_workspace
-from wise_gui.ui.plots import AppliedEditPoints, applied_edit_points
+from wise_gui.store.runner import (
+    EditApplied,
+    EditCancelledEvent,
+    EditFailed,
+    EditStarted,
+    EditStep,
+    restore_workspace,
+)
+from wise_gui.ui.plot_data import AppliedEditPoints, applied_edit_points
+
+STEP_BATCH_SECONDS = 0.03
 
 
 @dataclass(frozen=True)
@@ -30,7 +42,55 @@ class WorkspaceView:
 
     history: list[AppliedEditPoints]
     shards: ShardStatus
-    threshold: float | None
+    threshold: float | None  # of the memory the last edit went into
+    retrieve: bool  # WISE-Retrieve: each memory has its own threshold
+
+
+@dataclass(frozen=True)
+class StepBatch:
+    """The training steps of one edit since the previous batch."""
+
+    edit_id: int
+    steps: list[StepEvent]
+
+
+@dataclass
+class RunEventForwarder:
+    """The apply loop's `on_event`: passes its events to `report`, with the training steps of each
+    STEP_BATCH_SECONDS in one StepBatch, so the GUI thread handles tens of reports a second instead of
+    one per optimisation step. When an edit starts or ends it also reports the edit as now stored
+    (EditDetail) and, after it, the editor's ShardStatus: read here, on the worker thread, so the GUI
+    thread neither queries the database nor touches the editor during a run."""
+
+    report: Callable[[Any], None]
+    store: Store
+    editor: WiseEditor
+    clock: Callable[[], float] = time.perf_counter
+    _pending: list[StepEvent] = field(default_factory=list)
+    _edit_id: int = -1
+    _last_flush: float = 0.0
+
+    def __call__(self, event) -> None:
+        if isinstance(event, EditStep):
+            if event.edit_id != self._edit_id:
+                self.flush()
+            self._pending.append(event.step)
+            self._edit_id = event.edit_id
+            if self.clock() - self._last_flush >= STEP_BATCH_SECONDS:
+                self.flush()
+            return
+        self.flush()
+        self.report(event)
+        if isinstance(event, (EditStarted, EditApplied, EditCancelledEvent, EditFailed)):
+            self.report(self.store.get_edit(event.edit_id))
+        if isinstance(event, (EditApplied, EditCancelledEvent, EditFailed)):
+            self.report(self.editor.shard_status())
+
+    def flush(self) -> None:
+        if self._pending:
+            self.report(StepBatch(self._edit_id, self._pending))
+            self._pending = []
+        self._last_flush = self.clock()
 
 
 def probe(store: Store, editor: WiseEditor, question: str, max_new_tokens: int = 24) -> ProbeResult:
@@ -49,19 +109,13 @@ def edit_points(detail: EditDetail) -> AppliedEditPoints | None:
         return None
     fields = detail.outcome.fields
     return applied_edit_points(detail.apply_order, detail.id, detail.request.prompt, fields.activation_score,
-                               fields.threshold, fields.answers, unrelated_scores(fields.extra_metrics))
-
-
-def unrelated_scores(metrics: dict) -> list[tuple[str, float]]:
-    """The score of the unrelated sample(s) trained against, if the apply loop recorded it."""
-    score = metrics.get("irrelevant_score")
-    return [("unrelated sample (stay-quiet margin)", float(score))] if isinstance(score, (int, float)) else []
+                               fields.threshold, fields.answers, fields.extra_metrics.get("irrelevant_score"))
 
 
 def workspace_view(store: Store, editor: WiseEditor) -> WorkspaceView:
     history = [p for p in (edit_points(d) for d in store.applied_edits()) if p is not None]
     threshold = history[-1].threshold if history else None
-    return WorkspaceView(history, editor.shard_status(), threshold)
+    return WorkspaceView(history, editor.shard_status(), threshold, editor.settings.retrieve)
 
 
 def import_side_memory(store: Store, editor: WiseEditor, path: str | Path) -> int:

@@ -33,12 +33,12 @@ from PySide6.QtWidgets import (
 )
 
 from wise_gui import __version__
-from wise_gui.core.datasets import FORMATS
 from wise_gui.core.memory_file import save_memory_file
 from wise_gui.core.models import DEFAULT_MODEL, LoadedModel, ProgressCallback, load_model
 from wise_gui.core.wise.editor import ShardStatus, WiseEditor
 from wise_gui.core.wise.settings import WiseSettings, default_layer
 from wise_gui.store import (
+    EditDetail,
     EditStatus,
     FingerprintMismatch,
     Store,
@@ -53,23 +53,23 @@ from wise_gui.store.runner import (
     EditCancelledEvent,
     EditFailed,
     EditStarted,
-    EditStep,
     RunFinished,
     apply_queued,
     open_for_model,
     undo_last,
 )
 from wise_gui.ui import engine_jobs
-from wise_gui.ui.answers_panel import AnswersPanel, answer_dict
+from wise_gui.ui.answers_panel import AnswersPanel
 from wise_gui.ui.edit_commands import AddEdit, ChangeEdit, DeleteEdits, DuplicateEdit
 from wise_gui.ui.edit_detail import EditDetailPanel
 from wise_gui.ui.edit_table import EditTableModel, EditTableView, FilterBar
-from wise_gui.ui.engine_jobs import ProbeResult, WorkspaceView
+from wise_gui.ui.engine_jobs import ProbeResult, StepBatch, WorkspaceView
 from wise_gui.ui.model_panel import ModelPanel
-from wise_gui.ui.plots import PlotPanel, applied_edit_points
+from wise_gui.ui.plot_data import applied_edit_points
+from wise_gui.ui.plots import PlotPanel
 from wise_gui.ui.probe_panel import ProbePanel
 from wise_gui.ui.run_progress import RunProgress
-from wise_gui.ui.style import format_duration, format_score
+from wise_gui.ui.style import format_duration, format_fraction, format_score, shorten
 from wise_gui.ui.tasks import BackgroundCall, Failure, Success
 
 ModelLoader = Callable[[str, str, str, ProgressCallback], LoadedModel]
@@ -105,7 +105,9 @@ class MainWindow(QMainWindow):
                  db_path: str | Path | None = None, app_settings: QSettings | None = None):
         super().__init__()
         self.model_loader = model_loader
-        self.wise_settings = settings  # None: the workspace's own (or the model's preset)
+        # Settings for every workspace this window opens (tests, benchmarks); None: each workspace's own,
+        # and the model's preset for a new one.
+        self.settings_override = settings
         self.db_path = Path(db_path).expanduser() if db_path else default_db_path()
         self.app_settings = app_settings or QSettings()
         self.loaded: LoadedModel | None = None
@@ -130,9 +132,9 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._connect()
         self._restore_window_state()
-        self._eta_timer = QTimer(self, interval=500)
+        self._eta_timer = QTimer(self, interval=200)
         self._eta_timer.timeout.connect(self._show_run_progress)
-        self._set_store(open_store(self.db_path))
+        self._show_edits_before_the_model()
         self._update_actions()
 
     # ------------------------------------------------------------------------------------------
@@ -157,7 +159,7 @@ class MainWindow(QMainWindow):
         self.lower_tabs = QTabWidget()
         self.lower_tabs.addTab(self.answers_panel, "Before / after answers")
         self.lower_tabs.addTab(self.detail_panel, "Edit details (paraphrases, locality)")
-        central = QSplitter(Qt.Vertical)
+        self.central_splitter = central = QSplitter(Qt.Vertical)
         central.addWidget(table_area)
         central.addWidget(self.lower_tabs)
         central.setStretchFactor(0, 3)
@@ -268,13 +270,16 @@ class MainWindow(QMainWindow):
         self.run_bar.setRange(0, 1000)
         self.run_bar.setFixedWidth(220)
         self.run_bar.setFormat("")
+        policy = self.run_bar.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)  # showing and hiding it never re-lays out the window
+        self.run_bar.setSizePolicy(policy)
         self.eta_label = _label()
+        self.eta_label.setFixedWidth(420)  # changing text never re-lays out the toolbar
         run_box = QWidget()
         run_layout = QHBoxLayout(run_box)
         run_layout.setContentsMargins(8, 0, 0, 0)
         run_layout.addWidget(self.run_bar)
         run_layout.addWidget(self.eta_label)
-        run_box.setVisible(True)
         self.run_bar.hide()
         toolbar.addWidget(run_box)
         self.addToolBar(toolbar)
@@ -325,7 +330,8 @@ class MainWindow(QMainWindow):
 
     def _default_dock_sizes(self) -> None:
         self.resizeDocks([self.model_dock, self.plots_dock], [340, 500], Qt.Horizontal)
-        self.resizeDocks([self.probe_dock], [360], Qt.Vertical)
+        self.resizeDocks([self.probe_dock], [340], Qt.Vertical)
+        self.central_splitter.setSizes([300, 220])
 
     def reset_layout(self) -> None:
         self.restoreState(self.default_state)
@@ -430,23 +436,18 @@ class MainWindow(QMainWindow):
     # Model and workspace
 
     def load_model(self, source: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "auto") -> bool:
-        """Loads a model off the GUI thread, then opens the current workspace for it."""
-        old_editor = self.editor
+        """Loads a model off the GUI thread, then opens the current workspace for it. Until then (and if
+        the load fails) the current model and editor stay as they are."""
+        loader = self.model_loader
 
         def job(report):
-            if old_editor is not None:
-                old_editor.detach()
-            return self.model_loader(source, device, dtype, lambda message, fraction: report((message, fraction)))
+            return loader(source, device, dtype, lambda message, fraction: report((message, fraction)))
 
         self.model_panel.show_source(source)
         self.model_panel.show_progress(f"Loading {source}…", 0.0)
-        self.status_model.setText(f"Loading {source}…")
-        if not self._start_job("loading the model", job, self._model_loaded,
+        return self._start_job("loading the model", job, self._model_loaded,
                                on_event=lambda progress: self.model_panel.show_progress(*progress),
-                               on_failure=self._model_failed):
-            return False
-        self.editor = None
-        return True
+                               on_failure=self._model_failed)
 
     def _model_loaded(self, loaded: LoadedModel) -> None:
         self.loaded = loaded
@@ -456,10 +457,8 @@ class MainWindow(QMainWindow):
         self.open_workspace(self.db_path)
 
     def _model_failed(self, failure: Failure) -> None:
-        self.loaded = None  # the previous model's editor was detached: it is unusable until a load succeeds
-        self.model_panel.show_progress("The model could not be loaded.", None)
-        self.model_panel.show_model(None)
-        self.status_model.setText("No model")
+        still = f" Still using {self.loaded.name}." if self.loaded is not None else ""
+        self.model_panel.show_progress(f"The model could not be loaded.{still}", None)
         self._show_failure(failure, title="Model not loaded")
 
     def open_workspace(self, path: str | Path, new: bool = False, settings: WiseSettings | None = None) -> bool:
@@ -469,7 +468,7 @@ class MainWindow(QMainWindow):
             return False
         path = Path(path).expanduser()
         loaded, old_editor = self.loaded, self.editor
-        settings = settings or (None if new else self.wise_settings)
+        settings = settings or self.settings_override
 
         def job(report):
             if old_editor is not None:
@@ -505,10 +504,19 @@ class MainWindow(QMainWindow):
             box = QMessageBox(QMessageBox.Question, "Workspace of another model",
                               f"{failure.message}\n\nStart a new workspace for this model at {other}?",
                               QMessageBox.Yes | QMessageBox.No, self)
-            box.accepted.connect(lambda: self.open_workspace(other, new=True))
+            box.buttonClicked.connect(
+                lambda button: self.open_workspace(other, new=True) if box.standardButton(button) == QMessageBox.Yes else None)
             self._show_box(box)
             return
         self._show_failure(failure, title="Workspace not opened")
+
+    def _show_edits_before_the_model(self) -> None:
+        """The workspace's edit list right away, while the model loads (the store needs no model to list)."""
+        try:
+            self._set_store(open_store(self.db_path))
+        except StoreError as exc:
+            self.show_problem(f"{exc}\n\nOpen or create another workspace once the model is loaded.",
+                              title="Workspace not opened")
 
     def _set_store(self, store: Store) -> None:
         if self.store is not None and self.store is not store:
@@ -523,14 +531,22 @@ class MainWindow(QMainWindow):
         self._show_selected_edit()
 
     def _show_workspace_view(self, view: WorkspaceView) -> None:
-        self.plots.router.set_history(view.history)
+        self.plots.router.set_history(view.history, shared_threshold=not view.retrieve)
         self.plots.shards.set_status(view.shards)
-        self._show_totals(view.shards, view.threshold)
+        self._show_applied_count(view.shards.total_edits)
+        self._show_threshold(view.threshold)
 
-    def _show_totals(self, shards: ShardStatus, threshold: float | None) -> None:
-        self.status_applied.setText(f"{shards.total_edits} applied edit{'s' * (shards.total_edits != 1)}")
-        self.status_threshold.setText(f"threshold {format_score(threshold)}" if threshold is not None
-                                      else "no side memory yet")
+    def _show_applied_count(self, count: int) -> None:
+        self.status_applied.setText(f"{count} applied edit{'s' * (count != 1)}")
+
+    def _show_threshold(self, threshold: float | None) -> None:
+        if threshold is None:
+            self.status_threshold.setText("no side memory yet")
+            return
+        retrieve = self.editor is not None and self.editor.settings.retrieve
+        self.status_threshold.setText(f"{'last memory’s ' if retrieve else ''}threshold {format_score(threshold)}")
+        self.status_threshold.setToolTip("Each memory has its own threshold (WISE-Retrieve)." if retrieve
+                                         else "A prompt scoring above it is answered by the side memory.")
 
     def new_workspace(self) -> None:
         suggestion = next_free_path(self.db_path)
@@ -545,7 +561,6 @@ class MainWindow(QMainWindow):
 
     def change_settings(self, settings: WiseSettings) -> None:
         """New settings (or a new layer, before the first edit) re-attach the editor to the workspace."""
-        self.wise_settings = settings
         self.open_workspace(self.db_path, settings=settings)
 
     # ------------------------------------------------------------------------------------------
@@ -556,7 +571,10 @@ class MainWindow(QMainWindow):
             self.filter_bar.show_count(self.table_model.rowCount(), self.store.count_edits())
 
     def _add_typed_edit(self, request) -> None:
-        self._push(AddEdit(self.table, request))
+        if self._push(AddEdit(self.table, request)):
+            # The new row became this edit without a change of row: refresh what depends on the selection.
+            self._show_selected_edit()
+            self._update_actions()
 
     def _change_edit(self, edit_id: int, old, new) -> None:
         if self._push(ChangeEdit(self.table, edit_id, old, new)):
@@ -619,10 +637,12 @@ class MainWindow(QMainWindow):
                               title="Import finished with problems", icon=QMessageBox.Information)
         self.statusBar().showMessage(text, 8000)
 
-    def _show_selected_edit(self) -> None:
+    def _show_selected_edit(self, detail: EditDetail | None = None) -> None:
+        """Shows the current row's edit in the panels; `detail`: that edit, already read."""
         row = self.table.currentIndex().row()
         edit_id = self.table_model.edit_id(row) if row >= 0 and not self.table_model.is_new_row(row) else None
-        detail = self.store.get_edit(edit_id) if edit_id is not None and self.store is not None else None
+        if detail is None and edit_id is not None and self.store is not None:
+            detail = self.store.get_edit(edit_id)
         self.detail_panel.show_edit(detail)
         self.plots.router.select_edit(edit_id)
         if detail is None:
@@ -638,8 +658,9 @@ class MainWindow(QMainWindow):
             self.answers_panel.show_answers(
                 f"“{detail.request.prompt}” → “{detail.request.target}”, applied as edit {outcome.apply_order}{undone}",
                 fields.answers, _metrics_line(fields.rel, fields.gen, fields.loc, fields.gen_success, fields.seconds))
-        if self.training_edit is None and outcome is not None:
-            self.plots.loss.show_total(f"edit {outcome.apply_order}", outcome.fields.loss_curve)
+        # The edit that trained last keeps its live cross-entropy and margin curves; others show their stored total.
+        if self.training_edit is None and outcome is not None and self.plots.loss.edit_id != edit_id:
+            self.plots.loss.show_total(edit_id, f"edit {outcome.apply_order}", outcome.fields.loss_curve)
 
     # ------------------------------------------------------------------------------------------
     # Applying
@@ -668,11 +689,7 @@ class MainWindow(QMainWindow):
         stop = threading.Event()
 
         def job(report):
-            def forward(event):
-                report(event)
-                if isinstance(event, (EditApplied, EditCancelledEvent, EditFailed)):
-                    report(editor.shard_status())  # read here, on the thread that owns the editor now
-
+            forward = engine_jobs.RunEventForwarder(report, store, editor)
             return apply_queued(store, editor, edit_ids, on_event=forward, should_stop=stop.is_set)
 
         if not self._start_job(APPLY_JOB, job, self._run_finished, on_event=self._on_run_event,
@@ -688,53 +705,55 @@ class MainWindow(QMainWindow):
 
     def _on_run_event(self, event) -> None:
         progress = self.run_progress
-        if isinstance(event, EditStep):
-            step = event.step
-            progress.step(step.iteration)
-            self.plots.loss.add_step(step.ce_loss, step.margin_loss, step.total_loss)
-            if step.edit_scores:
+        if isinstance(event, StepBatch):
+            for step in event.steps:
+                self.plots.loss.add_step(step.ce_loss, step.margin_loss, step.total_loss)
+            last = event.steps[-1]
+            progress.step(last.iteration)
+            if last.edit_scores:
                 self.plots.router.set_live(self._next_order, self._training_prompt,
-                                           sum(step.edit_scores) / len(step.edit_scores))
-        elif isinstance(event, EditStarted):
+                                           sum(last.edit_scores) / len(last.edit_scores))
+            return  # the progress bar follows on its timer
+        if isinstance(event, EditStarted):
             progress.total = max(progress.total, event.total)
             progress.edit_started()
             self.training_edit = event.edit_id
             self._training_prompt = event.prompt
             self._next_order = max(self.plots.router.edits, default=0) + 1
-            self.table_model.refresh_edit(event.edit_id)
             self.table_model.set_highlighted(event.edit_id)
-            self.plots.loss.start_edit(f"“{_shorten(event.prompt)}” ({event.position}/{progress.total})")
+            self.plots.loss.start_edit(event.edit_id, f"“{shorten(event.prompt, 36)}” ({event.position}/{progress.total})",
+                                       progress.iterations_per_edit)
             self.plots.shards.set_training(True)
         elif isinstance(event, EditApplied):
             progress.edit_finished(event.seconds)
             outcome = event.outcome
             self.plots.router.add_edit(applied_edit_points(
                 event.apply_order, event.edit_id, self._training_prompt, outcome.edit_score, outcome.threshold,
-                [answer_dict(a) for a in event.answers],
-                engine_jobs.unrelated_scores({"irrelevant_score": outcome.irrelevant_score})))
+                event.answers, outcome.irrelevant_score))
             self.plots.loss.finish_edit()
-            self._edit_finished(event.edit_id)
-            self.status_threshold.setText(f"threshold {format_score(outcome.threshold)}")
+            self._edit_finished()
+            self._show_threshold(outcome.threshold)
         elif isinstance(event, EditFailed):
             progress.edit_finished()
             self._run_failures.append((event.edit_id, event.message))
-            self._edit_finished(event.edit_id)
+            self._edit_finished()
         elif isinstance(event, EditCancelledEvent):
-            self._edit_finished(event.edit_id)
+            self._edit_finished()
             self.plots.loss.finish_edit()
+        elif isinstance(event, EditDetail):  # its new status, as stored
+            self.table_model.refresh_edit(event.id, event)
+            if self.table_model.edit_id(self.table.currentIndex().row()) == event.id:
+                self._show_selected_edit(event)
         elif isinstance(event, ShardStatus):
             self.plots.shards.set_status(event)
-            self.status_applied.setText(f"{event.total_edits} applied edit{'s' * (event.total_edits != 1)}")
+            self._show_applied_count(event.total_edits)
         self._show_run_progress()
 
-    def _edit_finished(self, edit_id: int) -> None:
+    def _edit_finished(self) -> None:
         self.training_edit = None
         self.plots.router.clear_live()
         self.plots.shards.set_training(False)
         self.table_model.set_highlighted(None)
-        self.table_model.refresh_edit(edit_id)
-        if self.table_model.edit_id(self.table.currentIndex().row()) == edit_id:
-            self._show_selected_edit()
 
     def _show_run_progress(self) -> None:
         progress = self.run_progress
@@ -775,7 +794,7 @@ class MainWindow(QMainWindow):
     def _position_of(self, edit_id: int) -> int | str:
         try:
             return self.store.get_edit(edit_id).position
-        except Exception:  # deleted meanwhile: show its id instead
+        except StoreError:  # deleted meanwhile: show its id instead
             return f"#{edit_id}"
 
     def _run_crashed(self, failure: Failure) -> None:
@@ -874,14 +893,7 @@ class MainWindow(QMainWindow):
         self._show_box(box)
 
 
-def _shorten(text: str, limit: int = 36) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _metrics_line(rel, gen, loc, gen_success, seconds) -> str:
-    def pct(value):
-        return "–" if value is None else f"{value:.0%}"
-
+    pct = format_fraction
     return (f"Rel {pct(rel)} · Gen {pct(gen)} · Loc {pct(loc)} · generated target {pct(gen_success)}"
             f" · took {format_duration(seconds)}.  Rel/Gen: target tokens predicted; Loc: unrelated answers unchanged.")

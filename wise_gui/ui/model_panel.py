@@ -207,7 +207,10 @@ class ModelPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(model_box)
         layout.addWidget(layer_box)
-        layout.addWidget(QLabel("<b>WISE settings</b> — hover a setting for what it does"))
+        settings_title = QLabel("<b>WISE settings</b> — hover a setting for what it does; "
+                                "<span style='color:#b45309'>ref</span> marks a value that differs from the paper's")
+        settings_title.setWordWrap(True)
+        layout.addWidget(settings_title)
         layout.addWidget(self.settings_form)
         layout.addLayout(buttons)
         layout.addStretch(1)

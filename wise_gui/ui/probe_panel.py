@@ -64,15 +64,16 @@ class ProbePanel(QWidget):
         self.score_label = QLabel("Probe a question to see where the router sends it.")
         self.score_label.setWordWrap(True)
 
-        self.tokens_plot = PlotCanvas("Per-token distance between side and main memory", "token", "distance")
+        self.tokens_plot = PlotCanvas("Why: distance per token", "token", "distance")
         self.tokens_plot.setMinimumHeight(170)
         self.token_bars = self.tokens_plot.add(pg.BarGraphItem(x=[], height=[], width=0.7, brush=EDIT_COLOUR, pen=None),
-                                               "token distance ‖act(W′a) − act(Wa)‖")
-        self.mean_curve = self.tokens_plot.add(pg.PlotDataItem(pen=pg.mkPen(UNRELATED_COLOUR, width=2)), "score (mean)")
+                                               "‖act(W′a) − act(Wa)‖")
+        self.mean_curve = self.tokens_plot.add(pg.PlotDataItem(pen=pg.mkPen(UNRELATED_COLOUR, width=2)), "score = mean")
         self.threshold_curve = self.tokens_plot.add(
             pg.PlotDataItem(pen=pg.mkPen(THRESHOLD_COLOUR, width=2, style=Qt.DashLine)), "threshold")
 
         self.edited_title = QLabel("<b>Edited model</b>")
+        self.edited_title.setWordWrap(True)
         self.edited_answer = QPlainTextEdit(readOnly=True)
         self.original_answer = QPlainTextEdit(readOnly=True)
         answers = QGroupBox("Answers")

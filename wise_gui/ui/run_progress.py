@@ -36,7 +36,7 @@ class RunProgress:
     def fraction(self) -> float:
         if self.total <= 0:
             return 0.0
-        current = min(self.iteration / max(self.iterations_per_edit, 1), 1.0) if self._edit_started else 0.0
+        current = min(self.iteration / max(self.iterations_per_edit, 1), 1.0) if self._edit_started is not None else 0.0
         return min((self.finished + current) / self.total, 1.0)
 
     def eta_seconds(self) -> float | None:

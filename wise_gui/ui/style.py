@@ -81,6 +81,12 @@ def format_parameter_count(n: int) -> str:
     return f"{n} parameters"
 
 
+def shorten(text: str, limit: int) -> str:
+    """One line of at most `limit` characters, cut with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def is_side_memory(label: str | None) -> bool:
     """Memory labels come from the editor ("main memory", "side memory 1 (...)") or the store ("main", "side 0")."""
     return bool(label) and not label.startswith("main")

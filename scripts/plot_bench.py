@@ -1,0 +1,102 @@
+"""Rel, Gen and Loc of each method against T, from the JSON of `wise-gui bench --json`, as a PNG.
+
+    .venv/bin/python scripts/plot_bench.py docs/bench/methods_zsre.json --out docs/bench/methods_zsre.png
+
+One panel per metric, one line per method; T on a log axis when it spans a factor of 10 or more. Rows of
+an interrupted run (complete: false) are drawn with hollow markers. Runs without a display (offscreen Qt).
+A file with a single result object (older `bench --json`) is read as one row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+METRICS = (("rel", "Rel"), ("gen", "Gen"), ("loc", "Loc"))
+# Colours that stay apart in print and for colour-blind readers (Okabe-Ito).
+COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
+
+
+def read_rows(path: Path) -> list[dict]:
+    data = json.loads(path.read_text())
+    rows = data if isinstance(data, list) else [data]
+    for row in rows:
+        row.setdefault("chunk_size", row.get("n_edits"))  # a row written before --chunk existed
+    return rows
+
+
+def series(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows per method (in first-seen order), sorted by T."""
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(row["method"], []).append(row)
+    return {method: sorted(items, key=lambda r: r["chunk_size"]) for method, items in grouped.items()}
+
+
+def plot(rows: list[dict], out: Path, width: int = 1500) -> None:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    import pyqtgraph as pg
+    from pyqtgraph.exporters import ImageExporter
+    from pyqtgraph.Qt import QtCore
+
+    app = pg.mkQApp()
+    pg.setConfigOptions(background="w", foreground="k", antialias=True)
+    grouped = series(rows)
+    sizes = sorted({r["chunk_size"] for r in rows})
+    log_x = len(sizes) > 1 and sizes[-1] / sizes[0] >= 10
+    model = rows[0].get("model", "?")
+    layout = pg.GraphicsLayoutWidget()
+    layout.resize(width, width * 3 // 10)
+    layout.addLabel(f"{model}, layer {rows[0].get('layer', '?')}: Rel / Gen / Loc against T", row=0, col=0, colspan=4)
+    legend = pg.LegendItem()
+    for column, (key, title) in enumerate(METRICS):
+        panel = layout.addPlot(row=1, col=column, title=title)
+        panel.setLogMode(x=log_x, y=False)
+        panel.setYRange(0, 1.05, padding=0)
+        panel.showGrid(x=True, y=True, alpha=0.3)
+        panel.setLabel("bottom", "T (edits before evaluation)")
+        # Ticks at the measured T only, written plainly (log mode places them at log10 T).
+        panel.getAxis("bottom").setTicks([[(math.log10(s) if log_x else s, str(s)) for s in sizes]])
+        for index, (method, items) in enumerate(grouped.items()):
+            points = [(r["chunk_size"], r[key], r.get("complete", True)) for r in items if r.get(key) is not None]
+            if not points:
+                continue
+            colour = COLOURS[index % len(COLOURS)]
+            curve = panel.plot([x for x, _, _ in points], [y for _, y, _ in points], pen=pg.mkPen(colour, width=2),
+                               symbol="o", symbolSize=9, symbolPen=pg.mkPen(colour),
+                               symbolBrush=[pg.mkBrush(colour if complete else "w") for _, _, complete in points])
+            if column == 0:
+                legend.addItem(curve, method)
+    layout.addItem(legend, row=1, col=3)
+    legend.setMaximumHeight(legend.boundingRect().height())  # a compact block at the top, not spread out
+    layout.ci.layout.setAlignment(legend, QtCore.Qt.AlignmentFlag.AlignTop)
+    layout.show()
+    app.processEvents()  # lay the panels out at the widget's size before exporting
+    exporter = ImageExporter(layout.scene())
+    exporter.parameters()["width"] = width
+    exporter.export(str(out))
+    layout.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("json", type=Path, help="rows written by wise-gui bench --json")
+    parser.add_argument("--out", type=Path, default=None, help="PNG to write (default: the JSON's name with .png)")
+    parser.add_argument("--width", type=int, default=1500, help="image width in pixels")
+    args = parser.parse_args()
+    rows = read_rows(args.json)
+    if not rows:
+        print(f"{args.json} holds no rows.", file=sys.stderr)
+        return 1
+    out = args.out or args.json.with_suffix(".png")
+    plot(rows, out, args.width)
+    print(f"Wrote {out}.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""End to end on the real SmolLM2-135M-Instruct with the engine's preset: a few ZsRE edits stick."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tiny_model import FIXTURES
+from wise_gui.core.datasets import load_requests
+from wise_gui.core.evaluation import evaluate
+from wise_gui.core.models import load_model
+from wise_gui.core.wise.editor import WiseEditor
+
+pytestmark = pytest.mark.slow
+
+
+def test_three_sequential_zsre_edits_reach_full_reliability_and_keep_locality():
+    requests = load_requests(FIXTURES / "zsre_sample.json", limit=3)
+    editor = WiseEditor(load_model("default"))
+    before = evaluate(editor, requests, generation=False)
+    for request in requests:
+        editor.apply_edit(request)
+    after = evaluate(editor, requests)
+    assert before.rel < 0.5
+    assert after.rel == 1.0, after.per_edit
+    assert after.loc >= 0.95
+    assert after.gen_success >= 2 / 3
+    decisions = editor.route([r.prompt for r in requests] + [r.locality[0].prompt for r in requests])
+    assert [d.to_side_memory for d in decisions] == [True] * 3 + [False] * 3
