@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/plot_bench.py docs/bench/methods_zsre.json --out docs/bench/methods_zsre.png
 
-One panel per metric, one line per method; T on a log axis when it spans a factor of 10 or more. Rows of
-an interrupted run (complete: false) are drawn with hollow markers. Runs without a display (offscreen Qt).
+One panel per metric, one line per method (the colour key is in the title); T on a log axis when it spans
+a factor of 10 or more. Rows of an interrupted run (complete: false) are drawn with hollow markers. Runs without a display (offscreen Qt).
 A file with a single result object (older `bench --json`) is read as one row.
 """
 
@@ -25,7 +25,7 @@ def read_rows(path: Path) -> list[dict]:
     data = json.loads(path.read_text())
     rows = data if isinstance(data, list) else [data]
     for row in rows:
-        row.setdefault("chunk_size", row.get("n_edits"))  # a row written before --chunk existed
+        row["chunk_size"] = row.get("chunk_size") or row["n_edits"]  # a row written before --chunk existed
     return rows
 
 
@@ -41,7 +41,6 @@ def plot(rows: list[dict], out: Path, width: int = 1500) -> None:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     import pyqtgraph as pg
     from pyqtgraph.exporters import ImageExporter
-    from pyqtgraph.Qt import QtCore
 
     app = pg.mkQApp()
     pg.setConfigOptions(background="w", foreground="k", antialias=True)
@@ -51,8 +50,10 @@ def plot(rows: list[dict], out: Path, width: int = 1500) -> None:
     model = rows[0].get("model", "?")
     layout = pg.GraphicsLayoutWidget()
     layout.resize(width, width * 3 // 10)
-    layout.addLabel(f"{model}, layer {rows[0].get('layer', '?')}: Rel / Gen / Loc against T", row=0, col=0, colspan=4)
-    legend = pg.LegendItem()
+    colours = {method: COLOURS[i % len(COLOURS)] for i, method in enumerate(grouped)}
+    legend = "&nbsp;&nbsp;".join(f'<span style="color:{c}">&#9679; {m}</span>' for m, c in colours.items())
+    layout.addLabel(f"{model}, layer {rows[0].get('layer', '?')}: Rel / Gen / Loc against T&nbsp;&nbsp;&nbsp;{legend}",
+                    row=0, col=0, colspan=3)
     for column, (key, title) in enumerate(METRICS):
         panel = layout.addPlot(row=1, col=column, title=title)
         panel.setLogMode(x=log_x, y=False)
@@ -61,19 +62,16 @@ def plot(rows: list[dict], out: Path, width: int = 1500) -> None:
         panel.setLabel("bottom", "T (edits before evaluation)")
         # Ticks at the measured T only, written plainly (log mode places them at log10 T).
         panel.getAxis("bottom").setTicks([[(math.log10(s) if log_x else s, str(s)) for s in sizes]])
-        for index, (method, items) in enumerate(grouped.items()):
+        if all(r.get(key) is None for r in rows):
+            panel.setTitle(f"{title} (not measured)")
+        for method, items in grouped.items():
             points = [(r["chunk_size"], r[key], r.get("complete", True)) for r in items if r.get(key) is not None]
             if not points:
                 continue
-            colour = COLOURS[index % len(COLOURS)]
-            curve = panel.plot([x for x, _, _ in points], [y for _, y, _ in points], pen=pg.mkPen(colour, width=2),
-                               symbol="o", symbolSize=9, symbolPen=pg.mkPen(colour),
-                               symbolBrush=[pg.mkBrush(colour if complete else "w") for _, _, complete in points])
-            if column == 0:
-                legend.addItem(curve, method)
-    layout.addItem(legend, row=1, col=3)
-    legend.setMaximumHeight(legend.boundingRect().height())  # a compact block at the top, not spread out
-    layout.ci.layout.setAlignment(legend, QtCore.Qt.AlignmentFlag.AlignTop)
+            colour = colours[method]
+            panel.plot([x for x, _, _ in points], [y for _, y, _ in points], pen=pg.mkPen(colour, width=2),
+                       symbol="o", symbolSize=9, symbolPen=pg.mkPen(colour),
+                       symbolBrush=[pg.mkBrush(colour if complete else "w") for _, _, complete in points])
     layout.show()
     app.processEvents()  # lay the panels out at the widget's size before exporting
     exporter = ImageExporter(layout.scene())

@@ -39,18 +39,23 @@ def _comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def methods_from_args(args: argparse.Namespace, settings) -> list[str]:
-    """--method names; without it the one WISE variant the settings describe (wise-retrieve for the preset)."""
+def methods_from_args(args: argparse.Namespace) -> list[str] | None:
+    """--method names, checked before the model loads; None without the option."""
     from wise_gui.core.bench import METHODS
     from wise_gui.core.errors import WiseGuiError
 
     if args.method is None:
-        return ["wise-retrieve" if settings.retrieve else "wise"]
+        return None
     methods = _comma_list(args.method)
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods or len(set(methods)) != len(methods):
         raise WiseGuiError(f"--method takes distinct names from {', '.join(METHODS)}; got {args.method!r}.")
     return methods
+
+
+def default_methods(settings) -> list[str]:
+    """Without --method: the one WISE variant the settings describe (wise-retrieve for the preset)."""
+    return ["wise-retrieve" if settings.retrieve else "wise"]
 
 
 def chunk_sizes_from_args(args: argparse.Namespace, n_records: int) -> list[int]:
@@ -73,7 +78,8 @@ def baseline_settings_from_args(args: argparse.Namespace) -> dict:
     from wise_gui.core.errors import WiseGuiError
 
     chosen = {}
-    for name, flag, value in (("ft-l", "--ft-settings", args.ft_settings), ("grace", "--grace-settings", args.grace_settings)):
+    options = (("ft-l", "--ft-settings", args.ft_settings), ("grace", "--grace-settings", args.grace_settings))
+    for name, flag, value in options:
         settings = BASELINES[name][1]()
         if value:
             try:
@@ -125,7 +131,9 @@ class ProgressLine:
 def _duration(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,13 +145,14 @@ def run(args: argparse.Namespace) -> int:
     if not requests:
         raise WiseGuiError(f"{args.data} has no records from {args.start} on.")
     profile = profile_for(read_dataset(args.data, start=args.start, limit=1).format)
+    methods = methods_from_args(args)
+    sizes = chunk_sizes_from_args(args, len(requests))
+    baseline_settings = baseline_settings_from_args(args)
     loaded = load_from_args(args)
     settings = settings_from_args(args, loaded)
     if args.full_forward:
         settings = settings.replace(full_forward=True)
-    methods = methods_from_args(args, settings)
-    sizes = chunk_sizes_from_args(args, len(requests))
-    baseline_settings = baseline_settings_from_args(args)
+    methods = methods or default_methods(settings)
     if args.export and (len(methods) != 1 or methods[0] not in ("wise", "wise-retrieve") or sizes != [len(requests)]):
         raise WiseGuiError("--export saves one WISE side memory: use it with one WISE method and no --chunk.")
     for size in sizes:

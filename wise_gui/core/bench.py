@@ -223,7 +223,7 @@ def run_benchmark(editor: WiseEditor | LayerMethod, requests: list[EditRequest],
         result.speedup_vs_full_forward = _mean(full_seconds) / _mean(seconds[: len(full_seconds)])
     result.chunk_size = len(requests)
     result.added_state_bytes = added_state_bytes(editor)
-    result.overwrites_weights = getattr(editor, "overwrites_weights", False)
+    result.overwrites_weights = isinstance(editor, LayerMethod) and editor.overwrites_weights
     result.peak_rss_mb = peak_rss_mb()
     return result
 

@@ -18,12 +18,14 @@ from PySide6.QtGui import QAction, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QMainWindow,
     QMenu,
     QMessageBox,
     QProgressBar,
+    QPushButton,
     QScrollArea,
     QSplitter,
     QTabWidget,
@@ -33,10 +35,12 @@ from PySide6.QtWidgets import (
 )
 
 from wise_gui import __version__
+from wise_gui.core.errors import WiseGuiError
 from wise_gui.core.memory_file import save_memory_file
 from wise_gui.core.models import DEFAULT_MODEL, LoadedModel, ProgressCallback, load_model
 from wise_gui.core.wise.editor import ShardStatus, WiseEditor
 from wise_gui.core.wise.settings import WiseSettings, default_layer
+from wise_gui.resources_path import SAMPLE_EDITS, resource_path
 from wise_gui.store import (
     EditDetail,
     EditStatus,
@@ -59,6 +63,7 @@ from wise_gui.store.runner import (
     undo_last,
 )
 from wise_gui.ui import engine_jobs
+from wise_gui.ui.app import app_icon
 from wise_gui.ui.answers_panel import AnswersPanel
 from wise_gui.ui.edit_commands import AddEdit, ChangeEdit, DeleteEdits, DuplicateEdit
 from wise_gui.ui.edit_detail import EditDetailPanel
@@ -88,6 +93,10 @@ model does. That is why an edit changes the answer to its own prompt and paraphr
 questions alone.</p>
 <p>Edits are grouped in <i>knowledge shards</i>, each trained in its own random subspace; full shards are
 merged (TIES) into one memory.</p>"""
+WELCOME_TEXT = ("Teach the model new facts: press Ctrl+N and type a question, Tab, and its new answer, or import "
+                "a dataset with File › Import edits. Then click <b>Apply all queued</b> and watch the loss, the "
+                "router and the knowledge shards on the right while WISE writes each fact into its side memory.")
+SAMPLE_BUTTON_TEXT = "Load 10 sample ZsRE edits"
 
 
 def default_model_loader(source: str, device: str, dtype: str, progress: ProgressCallback) -> LoadedModel:
@@ -124,6 +133,7 @@ class MainWindow(QMainWindow):
         self._next_order = 1  # apply order the edit in training will get
         self.undo_stack = QUndoStack(self)
         self.setWindowTitle("WISE Workbench")
+        self.setWindowIcon(app_icon())
         self.resize(1680, 1020)
         self.setDockNestingEnabled(True)
         self._build_panels()
@@ -155,6 +165,7 @@ class MainWindow(QMainWindow):
         table_layout = QVBoxLayout(table_area)
         table_layout.setContentsMargins(6, 6, 6, 0)
         table_layout.addWidget(self.filter_bar)
+        table_layout.addWidget(self._build_welcome())
         table_layout.addWidget(self.table, 1)
         self.lower_tabs = QTabWidget()
         self.lower_tabs.addTab(self.answers_panel, "Before / after answers")
@@ -179,6 +190,29 @@ class MainWindow(QMainWindow):
         self.plots_dock = self._dock("Live plots", "plots", self.plots, Qt.RightDockWidgetArea)
         self.plots.setMinimumWidth(440)
         self.probe_dock = self._dock("Routing probe", "probe", self.probe_panel, Qt.BottomDockWidgetArea)
+
+    def _build_welcome(self) -> QFrame:
+        """What a new user sees above the empty table: what to do, and a sample to start from."""
+        self.welcome = welcome = QFrame()
+        welcome.setObjectName("welcome")
+        welcome.setStyleSheet("QFrame#welcome { border: 1px solid palette(mid); border-radius: 6px; }")
+        layout = QVBoxLayout(welcome)
+        layout.setContentsMargins(14, 10, 14, 12)
+        title = QLabel("<b>Welcome to WISE Workbench</b>")
+        self.welcome_text = text = QLabel(WELCOME_TEXT)
+        text.setWordWrap(True)
+        self.sample_button = QPushButton(SAMPLE_BUTTON_TEXT)
+        self.sample_button.setToolTip("Add ten edits of the ZsRE benchmark to this workspace's queue "
+                                      "(from resources/sample_zsre_edits.json)")
+        self.sample_button.clicked.connect(self.load_sample_edits)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.sample_button)
+        buttons.addStretch(1)
+        layout.addWidget(title)
+        layout.addWidget(text)
+        layout.addLayout(buttons)
+        welcome.hide()  # shown by _update_count once a workspace without edits is open
+        return welcome
 
     def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -424,6 +458,7 @@ class MainWindow(QMainWindow):
         self.open_workspace_action.setEnabled(can_open)
         self.recent_menu.setEnabled(can_open and bool(self.recent_workspaces()))
         self.import_edits_action.setEnabled(has_store and not self.busy)
+        self.sample_button.setEnabled(has_store)
         for action in (self.new_edit_action, self.duplicate_action, self.delete_action, self.queue_action,
                        self.unqueue_action):
             action.setEnabled(has_store)
@@ -567,8 +602,13 @@ class MainWindow(QMainWindow):
     # The edit list
 
     def _update_count(self) -> None:
-        if self.store is not None:
-            self.filter_bar.show_count(self.table_model.rowCount(), self.store.count_edits())
+        if self.store is None:
+            self.welcome.hide()
+            return
+        total = self.store.count_edits()
+        self.filter_bar.show_count(self.table_model.rowCount(), total)
+        # The welcome state: a workspace without edits, and no new row being typed.
+        self.welcome.setVisible(total == 0 and self.table_model.rowCount() == 0)
 
     def _add_typed_edit(self, request) -> None:
         if self._push(AddEdit(self.table, request)):
@@ -626,6 +666,22 @@ class MainWindow(QMainWindow):
     def import_edits_from(self, path: str | Path) -> bool:
         store = self.store
         return self._start_job("importing edits", lambda report: import_file(store, path), self._edits_imported)
+
+    def load_sample_edits(self) -> None:
+        """The welcome button: ten ZsRE edits into the queue. Ten rows are one short write, done here on the GUI
+        thread (as typed edits are), so it works while the model is still loading."""
+        if self.store is None:
+            return
+        try:
+            report = import_file(self.store, resource_path(SAMPLE_EDITS))
+        except (WiseGuiError, OSError) as exc:
+            self.show_problem(f"The sample edits could not be imported: {exc}")
+            return
+        self.table_model.reload()
+        self.table.select_row(0)
+        ready = "click Apply all queued to apply them" if self.editor is not None else \
+            "once the model has loaded, click Apply all queued to apply them"
+        self.statusBar().showMessage(f"Imported {report.imported} sample ZsRE edits into the queue: {ready}.", 15000)
 
     def _edits_imported(self, report) -> None:
         self.table_model.reload()

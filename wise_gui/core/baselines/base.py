@@ -13,9 +13,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from contextlib import contextmanager
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -141,7 +142,7 @@ class ProjectionWrapper(nn.Module):
         self.original = original
 
 
-class LayerMethod:
+class LayerMethod(ABC):
     """An editing method attached to one decoder layer's FFN down projection of a loaded model."""
 
     name = ""
@@ -172,33 +173,36 @@ class LayerMethod:
 
     # ---- what a subclass defines ------------------------------------------------------------------
 
-    @contextmanager
-    def _applied(self, use_edits: bool, query_positions: torch.Tensor, keep_decision: bool) -> Iterator[None]:
-        """Forward passes inside run with the edits (or without them, as the unedited model). A method
-        that looks its edits up decides on the `query_positions` token of each row and, with
+    @abstractmethod
+    def _applied(self, use_edits: bool, query_positions: torch.Tensor,
+                 keep_decision: bool) -> AbstractContextManager[None]:
+        """A context: forward passes inside run with the edits (or without them, as the unedited model).
+        A method that looks its edits up decides on the `query_positions` token of each row and, with
         `keep_decision`, keeps that decision for later passes (generated tokens)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _learn(self, request: EditRequest, batch: TokenBatch) -> int:
         """Train one edit on `prompt + " " + target`; returns the number of forward passes."""
-        raise NotImplementedError
 
     def _choices(self) -> torch.Tensor | None:
         """Per row of the last forward pass, which stored edit answered (MAIN: none); None: no lookup."""
         return None
 
+    @abstractmethod
     def snapshot(self):
-        raise NotImplementedError
+        """A copy of everything the edits changed, for `restore`."""
 
+    @abstractmethod
     def restore(self, snapshot) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def added_state_bytes(self) -> int:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def detach(self) -> None:
         """Give the model back exactly as it was before this method was attached."""
-        raise NotImplementedError
 
     # ---- the interface evaluation and the benchmark use -----------------------------------------
 
@@ -207,7 +211,12 @@ class LayerMethod:
         if problems:
             raise WiseGuiError("This edit cannot be applied: " + "; ".join(problems) + ".")
         started = time.perf_counter()
-        iterations = self._learn(request, self._rows([request.prompt], [request.target]))
+        before = self.snapshot()
+        try:
+            iterations = self._learn(request, self._rows([request.prompt], [request.target]))
+        except BaseException:  # e.g. Ctrl+C mid-training: no half-learnt edit stays behind
+            self.restore(before)
+            raise
         return EditResult(seconds=time.perf_counter() - started, iterations=iterations)
 
     def _rows(self, prompts: list[str], targets: list[str] | None) -> TokenBatch:
@@ -218,7 +227,8 @@ class LayerMethod:
         return self.loaded.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                                  use_cache=False).logits
 
-    def _forward(self, batch: TokenBatch, score_mask: torch.Tensor, use_side_memory: bool = True) -> torch.Tensor | None:
+    def _forward(self, batch: TokenBatch, score_mask: torch.Tensor,
+                 use_side_memory: bool = True) -> torch.Tensor | None:
         """One forward pass, edits looked up on each row's last `score_mask` token; keeps the logits."""
         with self._applied(use_side_memory, last_marked(score_mask), keep_decision=False):
             self._last_logits = self._model_logits(batch.input_ids, batch.attention_mask)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from wise_gui.core.baselines.base import LayerMethod, ProjectionWrapper, TrainSettings, last_marked, optimise, target_loss
+from wise_gui.core.baselines.base import (LayerMethod, ProjectionWrapper, TrainSettings, last_marked, optimise,
+                                          target_loss)
 from wise_gui.core.edits import EditRequest
 from wise_gui.core.errors import WiseGuiError
 from wise_gui.core.models import LoadedModel

@@ -24,6 +24,9 @@ class WiseSettings:
     """Stop when the loss is at most this ..."""
     early_stop_delta: float = 1e-4
     """... and changed by at most this since the previous step."""
+    stop_when_learnt: bool = False
+    """Also stop as soon as every target token of every edit row is the model's top prediction and all
+    margins hold (not in the reference; saves most steps on a CPU)."""
     mask_ratio: float = 0.2
     """Fraction of side-memory entries each knowledge shard may change (its random gradient subspace)."""
     alpha: float = 5.0

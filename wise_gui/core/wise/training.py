@@ -197,6 +197,7 @@ class EditTrainer:
             down_output, target_logits = self._cached_path(weight)
             irrelevant_scores = self.irrelevant_scores(weight)
         ce = self._ce_from_target_logits(target_logits)
+        self.all_targets_predicted = bool((target_logits.argmax(-1) == self.target_ids).all())
         edit_scores = self._scores(down_output, self.main_activation, self.score_mask)
         margin = margin_loss(edit_scores, irrelevant_scores, self.margins)
         for down_input, mask in self.replay_inputs:
@@ -254,7 +255,9 @@ def train_steps(trainer: EditTrainer, weight: torch.Tensor, mask: torch.Tensor, 
         total = ce + margin
         value = float(total.detach())
         event = _event(iteration, ce, margin, total, edit_scores, irrelevant_scores, started)
-        if value <= settings.early_stop_loss and abs(previous - value) <= settings.early_stop_delta:
+        converged = value <= settings.early_stop_loss and abs(previous - value) <= settings.early_stop_delta
+        learnt = settings.stop_when_learnt and trainer.all_targets_predicted and float(margin.detach()) == 0.0
+        if converged or learnt:
             yield event
             return
         (grad,) = torch.autograd.grad(total, trainable)

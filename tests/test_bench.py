@@ -1,0 +1,173 @@
+"""The benchmark suite on the tiny random Llama: chunks with rollback, several methods and T in one run,
+the outputs (JSON, Markdown, PNG) and a clean stop on Ctrl+C."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_engine import TINY_SETTINGS, requests_from
+from tiny_model import FIXTURES, save_tiny_model, tiny_loaded
+from wise_gui.cli import bench_cmd, main
+from wise_gui.core.baselines import FtSettings, GraceSettings
+from wise_gui.core.bench import BenchResult, build_method, combine_chunks, profile_for, run_benchmark, run_suite
+from wise_gui.core.datasets import load_requests
+from wise_gui.core.memory_file import read_memory_file
+
+REPO = Path(__file__).resolve().parents[1]
+LAYER = 3
+FAST = {"grace": GraceSettings(n_iter=20), "ft-l": FtSettings(n_iter=5)}
+# The keys `wise-gui bench --json` wrote before several methods and T: every row keeps them.
+SINGLE_RESULT_KEYS = {"model", "layer", "n_edits", "rel", "gen", "loc", "gen_success", "seconds_per_edit",
+                      "peak_rss_mb"}
+
+
+@pytest.fixture(scope="module")
+def records():
+    return json.loads((FIXTURES / "zsre_engine_30.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, shared_tokenizer):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", tokenizer=shared_tokenizer)
+
+
+def bench_args(model_dir, out: Path, *extra: str) -> list[str]:
+    small_wise = TINY_SETTINGS.replace(n_iter=20, n_templates=1, n_irrelevant=2).to_json()
+    return ["bench", "--model", str(model_dir), "--data", str(FIXTURES / "zsre_sample.json"), "--layer", str(LAYER),
+            "--settings", small_wise, "--grace-settings", '{"n_iter": 20}', "--ft-settings", '{"n_iter": 5}',
+            "--json", str(out / "rows.json"), "--markdown", str(out / "rows.md"), *extra]
+
+
+def test_chunks_start_from_the_unedited_state_and_are_averaged(shared_tokenizer, records):
+    loaded = tiny_loaded(tokenizer=shared_tokenizer)
+    requests = requests_from(records, 4)
+    built = []
+
+    def make(name):
+        built.append(build_method(name, loaded, TINY_SETTINGS, FAST))
+        return built[-1]
+
+    codebook_labels = []
+    outcome = run_suite(make, ["grace"], requests, [2],
+                        on_progress=lambda *_: codebook_labels.append(list(built[-1].codebook.labels)))
+    (row,) = outcome.results
+    targets = [r.target for r in requests]
+    # The second chunk's first edit finds an empty codebook: the first chunk was rolled back.
+    assert codebook_labels == [targets[:1], targets[:2], targets[2:3], targets[2:4]]
+    assert (row.chunk_size, row.chunks, row.n_edits, row.complete) == (2, 2, 4, True)
+    assert [e["prompt"] for e in row.per_edit] == [r.prompt for r in requests]
+    assert row.rel == pytest.approx(sum(e["rel"] for e in row.per_edit) / 4)
+    # ... and scores exactly what a fresh GRACE scores on those two records alone.
+    fresh = run_benchmark(build_method("grace", loaded, TINY_SETTINGS, FAST), requests[2:])
+    assert [e["rel"] for e in row.per_edit[2:]] == [e["rel"] for e in fresh.per_edit]
+
+
+def test_combine_chunks_averages_each_metric_over_the_chunks_that_have_it():
+    chunks = [BenchResult("m", 3, 2, 0, rel=0.5, gen=None, seconds_per_edit=1.0, peak_rss_mb=10, per_edit=[{"a": 1}]),
+              BenchResult("m", 3, 2, 2, rel=1.0, gen=0.2, seconds_per_edit=3.0, peak_rss_mb=12, per_edit=[{"b": 2}])]
+    row = combine_chunks(chunks, complete=False)
+    assert (row.rel, row.gen, row.seconds_per_edit, row.peak_rss_mb) == (0.75, 0.2, 2.0, 12)
+    assert (row.start, row.n_edits, row.chunks, row.complete, row.per_edit) == (0, 4, 2, False, [{"a": 1}, {"b": 2}])
+
+
+def test_every_method_leaves_the_base_model_as_it_was(shared_tokenizer, records):
+    loaded = tiny_loaded(tokenizer=shared_tokenizer)
+    down = loaded.model.model.layers[LAYER].mlp.down_proj
+    weight = down.weight.detach().clone()
+    settings = TINY_SETTINGS.replace(n_iter=20, n_templates=1)
+    outcome = run_suite(lambda name: build_method(name, loaded, settings, FAST),
+                        ["wise", "wise-retrieve", "ft-l", "grace"], requests_from(records, 2), [2])
+    assert [r.method for r in outcome.results] == ["wise", "wise-retrieve", "ft-l", "grace"]
+    assert all(r.layer == LAYER for r in outcome.results)
+    assert loaded.model.model.layers[LAYER].mlp.down_proj is down and torch.equal(down.weight, weight)
+    sizes = {r.method: r.added_state_bytes for r in outcome.results}
+    assert sizes["ft-l"] == 0 and sizes["grace"] > 0 and sizes["wise"] > 0
+    assert all(r.tokens_per_second > 0 and r.tokens_per_second_bare > 0 for r in outcome.results)
+
+
+@pytest.mark.parametrize("name, metric", [("hallucination", "perplexity"), ("temporal", "ood")])
+def test_long_form_datasets_get_their_own_metric_and_no_generation_success(shared_tokenizer, name, metric):
+    loaded = tiny_loaded(tokenizer=shared_tokenizer)
+    requests = load_requests(FIXTURES / f"{name}_sample.json", limit=2)
+    result = run_benchmark(build_method("ft-l", loaded, TINY_SETTINGS, FAST), requests, profile=profile_for(name))
+    assert getattr(result, metric) is not None and result.loc is not None
+    assert result.gen_success is None
+    if metric == "perplexity":
+        assert all(0 < e["perplexity"] <= 100 for e in result.per_edit)
+
+
+def test_a_multi_method_run_writes_one_row_per_method_and_T(model_dir, tmp_path, capsys):
+    code = main(bench_args(model_dir, tmp_path, "--limit", "2", "--method", "wise,wise-retrieve,ft-l,grace",
+                           "--chunk", "1,2"))
+    assert code == 0
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [(r["method"], r["chunk_size"], r["chunks"]) for r in rows] == [
+        (m, t, 2 // t) for m in ("wise", "wise-retrieve", "ft-l", "grace") for t in (1, 2)]
+    assert all(SINGLE_RESULT_KEYS <= set(r) and r["n_edits"] == 2 and r["complete"] for r in rows)
+    table = (tmp_path / "rows.md").read_text().splitlines()
+    assert table[0].startswith("| method | T | chunks | Rel | Gen | Loc |")
+    assert [line.split(" | ")[0:2] for line in table[2:]] == [
+        [f"| {r['method']}", str(r["chunk_size"])] for r in rows]
+    assert capsys.readouterr().out.strip() == "\n".join(table)
+
+
+def test_a_plain_bench_keeps_its_single_wise_retrieve_run_and_export(model_dir, tmp_path, capsys):
+    memory = tmp_path / "memory.safetensors"
+    assert main(bench_args(model_dir, tmp_path, "--limit", "2", "--export", str(memory))) == 0
+    (row,) = json.loads((tmp_path / "rows.json").read_text())
+    assert (row["method"], row["n_edits"], row["chunk_size"], row["chunks"]) == ("wise-retrieve", 2, 2, 1)
+    assert "Rel" in capsys.readouterr().out
+    assert read_memory_file(memory).total_edits == 2  # saved after the last edit, before the rollback
+    assert bench_cmd.default_methods(TINY_SETTINGS.replace(retrieve=False)) == ["wise"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--method", "wise,rome"], "--method"),
+    (["--chunk", "3"], "--chunk"),
+    (["--grace-settings", '{"radius": 1}'], "--grace-settings"),
+    (["--method", "grace", "--export", "memory.safetensors"], "--export"),
+])
+def test_bad_options_are_refused_with_a_message(model_dir, tmp_path, capsys, extra, message):
+    assert main(bench_args(model_dir, tmp_path, "--limit", "2", *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "rows.json").exists()
+
+
+def test_ctrl_c_stops_cleanly_and_writes_what_was_measured(model_dir, tmp_path, monkeypatch):
+    calls = []
+
+    def interrupt_on_second_edit(self, label, done, total, elapsed):
+        calls.append(label)
+        if done == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench_cmd.ProgressLine, "__call__", interrupt_on_second_edit)
+    code = main(bench_args(model_dir, tmp_path, "--limit", "3", "--method", "grace,ft-l", "--chunk", "1"))
+    assert code == 130
+    assert calls == ["grace T=1 chunk 1/3", "grace T=1 chunk 2/3"]
+    # Chunk 1 was evaluated; chunk 2 was cut short, so the row averages one chunk and says so.
+    (row,) = json.loads((tmp_path / "rows.json").read_text())
+    assert (row["method"], row["chunks"], row["n_edits"], row["complete"]) == ("grace", 1, 1, False)
+    assert "interrupted" in (tmp_path / "rows.md").read_text()
+
+
+def test_the_plot_script_draws_rel_gen_loc_per_method_against_T(tmp_path):
+    rows = [{"model": "tiny", "layer": 3, "method": method, "chunk_size": t, "n_edits": 10, "rel": rel,
+             "gen": rel / 2, "loc": 1.0, "complete": t < 100}
+            for method, base in (("wise", 0.9), ("grace", 0.95), ("ft-l", 0.5))
+            for t, rel in ((1, base), (10, base - 0.1), (100, base - 0.2))]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(REPO / "scripts" / "plot_bench.py"), str(tmp_path / "rows.json"),
+                    "--out", str(tmp_path / "plot.png"), "--width", "900"], check=True, env=env, capture_output=True)
+    png = (tmp_path / "plot.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width = int.from_bytes(png[16:20], "big")
+    assert width == 900
