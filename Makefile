@@ -30,9 +30,9 @@ bench: $(STAMP)
 	$(VENV)/bin/wise-gui bench --data ../shared/data/zsre/zsre_edit_dev.json --limit 10
 
 # The PyInstaller folder bundle (CPU build): dist/wise-gui/wise-gui, work files in build/. Takes minutes and
-# about 2 GB of disk; `make run` stays the quick path. Check it: dist/wise-gui/wise-gui smoke
+# about 1.3 GB of disk; `make run` stays the quick path. Check it: dist/wise-gui/wise-gui smoke
 bundle: $(STAMP)
-	nice -n 10 packaging/build_bundle.sh
+	packaging/build_bundle.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -19,6 +19,22 @@ def shared_tokenizer():
     return tiny_tokenizer()
 
 
+@pytest.fixture(scope="session")
+def tokenizer(shared_tokenizer):
+    """The tiny model's word-piece tokenizer (trained in-process once per session)."""
+    return shared_tokenizer
+
+
+@pytest.fixture(scope="session")
+def records():
+    """30 ZsRE dev records (100..129) for engine tests on the tiny model."""
+    import json
+
+    from tiny_model import FIXTURES
+
+    return json.loads((FIXTURES / "zsre_engine_30.json").read_text())
+
+
 @pytest.fixture
 def app_settings(tmp_path):
     """A QSettings file of the test's own, so window state and recent workspaces never touch the user's."""

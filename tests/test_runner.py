@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
 
 from test_engine import TINY_SETTINGS, requests_from
-from tiny_model import FIXTURES, tiny_loaded, tiny_tokenizer
+from tiny_model import tiny_loaded
 from wise_gui.core.wise.memory import WiseLayer
 from wise_gui.store import EditStatus, FingerprintMismatch, import_requests, open_store
 from wise_gui.store.runner import (
@@ -25,16 +24,6 @@ from wise_gui.store.runner import (
 )
 
 SETTINGS = TINY_SETTINGS.replace(n_iter=15)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def records():
-    return json.loads((FIXTURES / "zsre_engine_30.json").read_text())
 
 
 @pytest.fixture

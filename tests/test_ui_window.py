@@ -304,3 +304,10 @@ def test_a_failed_model_load_is_a_dialog_and_the_window_goes_on(qtbot, open_wind
     assert "No model found" in window.message_box.text()
     assert "Still using tiny-llama" in window.model_panel.progress_text.text()
     assert window.editor is not None and window.apply_queued_action.isEnabled()
+
+
+def test_the_window_opens_with_the_model_in_the_status_bar(open_window):
+    window = open_window()
+    assert window.windowTitle().startswith("WISE Workbench")
+    shown = window.status_model.text()
+    assert "tiny-llama" in shown and "cpu" in shown and "K parameters" in shown

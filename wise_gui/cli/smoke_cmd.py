@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     loaded = load_from_args(args)
-    where = "from the cache" if loaded.from_cache else f"from {loaded.source}"
+    where = ("from the cache" if loaded.from_cache else
+             "converted from the embedded GGUF" if loaded.source == "default" else f"from {loaded.source}")
     print(f"model: {loaded.name} ({where}) loaded in {time.perf_counter() - start:.1f} s", flush=True)
     answer = " ".join(generate(loaded, PROMPT, max_new_tokens=args.max_new_tokens).split())
     if not answer:

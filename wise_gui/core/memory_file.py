@@ -34,6 +34,7 @@ from wise_gui.core.errors import WiseGuiError
 from wise_gui.core.files import write_safetensors_atomic
 from wise_gui.core.models import LoadedModel
 from wise_gui.core.wise.editor import WiseEditor
+from wise_gui.core.identity import config_hash, update_with_tensor, weight_hash
 from wise_gui.core.wise.memory import SideMemory, WiseState
 from wise_gui.core.wise.settings import WiseSettings
 
@@ -42,7 +43,6 @@ FORMAT_VERSION = 1
 
 # Config entries that differ between copies of one model (where it was loaded from, in which dtype);
 # the same list editor.fingerprint() leaves out.
-_VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "quantization_config")
 # Same-sized integer views, to compare float weights bit for bit (-0.0 vs 0.0, NaN payloads).
 _BITS_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
@@ -85,24 +85,6 @@ class Identity:
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _update_with_tensor(digest, tensor: torch.Tensor) -> None:
-    flat = tensor.detach().cpu().contiguous().reshape(-1)
-    digest.update(flat.view(torch.uint8).numpy().data)
-
-
-def config_hash(config) -> str:
-    values = config.to_dict()
-    for volatile in _VOLATILE_CONFIG_KEYS:
-        values.pop(volatile, None)
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def weight_hash(weight: torch.Tensor) -> str:
-    digest = hashlib.sha256()
-    _update_with_tensor(digest, weight)
-    return digest.hexdigest()
 
 
 def editor_identity(editor: WiseEditor) -> Identity:
@@ -183,7 +165,7 @@ def _checksum(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str
     for name in sorted(tensors):
         tensor = tensors[name]
         digest.update(json.dumps([name, _dtype_name(tensor.dtype), list(tensor.shape)]).encode())
-        _update_with_tensor(digest, tensor)
+        update_with_tensor(digest, tensor)
     others = {key: value for key, value in metadata.items() if key != "checksum"}
     digest.update(json.dumps(others, sort_keys=True).encode())
     return digest.hexdigest()

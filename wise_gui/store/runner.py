@@ -22,7 +22,6 @@ from wise_gui.core.evaluation import evaluate, generation_matches
 from wise_gui.core.memory_file import apply_to_editor, editor_state
 from wise_gui.core.models import LoadedModel
 from wise_gui.core.wise.editor import EditCancelled, EditOutcome, WiseEditor
-from wise_gui.core.wise.memory import SideMemory, WiseState
 from wise_gui.core.wise.settings import WiseSettings
 from wise_gui.core.wise.training import StepEvent
 from wise_gui.store.errors import StoreError
@@ -232,13 +231,6 @@ def apply_queued(store: Store, editor: WiseEditor, edit_ids: list[int] | None = 
 # Opening, restoring, undoing
 
 
-def _reset_to_unedited(editor: WiseEditor) -> None:
-    # The state a new editor starts from. Engine hook wanted: WiseEditor.reset(), so the shard-seed rule
-    # (editor._shard_seed) stays the engine's business.
-    shard = SideMemory(weight=editor.layer.weight.detach().clone(), kind="shard", mask_seed=editor._shard_seed(1))
-    editor.restore((WiseState(shard=shard), [], 0))
-
-
 def restore_workspace(store: Store, editor: WiseEditor) -> CheckpointRef | None:
     """Puts the editor in the exact state after the workspace's last applied edit (unedited when none).
 
@@ -251,7 +243,7 @@ def restore_workspace(store: Store, editor: WiseEditor) -> CheckpointRef | None:
     elif store.count_edits(status=EditStatus.APPLIED):
         raise StoreError(f"The workspace {store.path} has applied edits but no checkpoint of their state.")
     else:
-        _reset_to_unedited(editor)
+        editor.reset()
     editor.update_settings(settings)
     return checkpoint
 

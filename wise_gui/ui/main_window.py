@@ -74,7 +74,7 @@ from wise_gui.ui.plot_data import applied_edit_points
 from wise_gui.ui.plots import PlotPanel
 from wise_gui.ui.probe_panel import ProbePanel
 from wise_gui.ui.run_progress import RunProgress
-from wise_gui.ui.style import format_duration, format_fraction, format_score, shorten
+from wise_gui.ui.style import format_duration, format_fraction, format_parameter_count, format_score, shorten
 from wise_gui.ui.tasks import BackgroundCall, Failure, Success
 
 ModelLoader = Callable[[str, str, str, ProgressCallback], LoadedModel]
@@ -109,6 +109,14 @@ def _label(text: str = "") -> QLabel:
     return label
 
 
+def _first_size(screen) -> tuple[int, int]:
+    """1680 x 1020, or less on a smaller screen, so the whole window is visible on first start."""
+    if screen is None:
+        return 1680, 1020
+    available = screen.availableGeometry()
+    return min(1680, int(available.width() * 0.96)), min(1020, int(available.height() * 0.92))
+
+
 class MainWindow(QMainWindow):
     def __init__(self, model_loader: ModelLoader = default_model_loader, settings: WiseSettings | None = None,
                  db_path: str | Path | None = None, app_settings: QSettings | None = None):
@@ -134,7 +142,7 @@ class MainWindow(QMainWindow):
         self.undo_stack = QUndoStack(self)
         self.setWindowTitle("WISE Workbench")
         self.setWindowIcon(app_icon())
-        self.resize(1680, 1020)
+        self.resize(*_first_size(self.screen()))
         self.setDockNestingEnabled(True)
         self._build_panels()
         self._build_actions()
@@ -488,7 +496,8 @@ class MainWindow(QMainWindow):
         self.loaded = loaded
         self.model_panel.show_progress("", None)
         self.model_panel.show_model(loaded)
-        self.status_model.setText(f"{loaded.name} · {loaded.device} · {str(loaded.dtype).replace('torch.', '')}")
+        self.status_model.setText(f"{loaded.name} · {loaded.device} · {str(loaded.dtype).replace('torch.', '')} · "
+                                  f"{format_parameter_count(loaded.n_parameters)}")
         self.open_workspace(self.db_path)
 
     def _model_failed(self, failure: Failure) -> None:

@@ -28,8 +28,8 @@ from wise_gui.ui.style import format_parameter_count
 
 # The settings form, in groups a user can scan; `layer` has its own box.
 SETTING_GROUPS = {
-    "Training one edit": ["lr", "n_iter", "early_stop_loss", "early_stop_delta", "n_templates", "n_irrelevant",
-                          "norm_constraint", "full_forward", "seed"],
+    "Training one edit": ["lr", "n_iter", "early_stop_loss", "early_stop_delta", "stop_when_learnt", "n_templates",
+                          "n_irrelevant", "norm_constraint", "full_forward", "seed"],
     "Router": ["act_ratio", "alpha", "beta", "gamma", "margin_scale"],
     "Shards and merging": ["mask_ratio", "save_freq", "merge_freq", "merge_method", "ties_density"],
     "WISE-Retrieve": ["retrieve", "replay", "replay_samples"],
@@ -37,7 +37,8 @@ SETTING_GROUPS = {
 CHOICES = {"margin_scale": ["absolute", "relative"], "merge_method": ["ties", "linear"]}
 LABELS = {
     "lr": "Learning rate", "n_iter": "Iterations", "early_stop_loss": "Early stop: loss ≤",
-    "early_stop_delta": "Early stop: change ≤", "n_templates": "Context templates", "n_irrelevant": "Unrelated samples",
+    "early_stop_delta": "Early stop: change ≤", "stop_when_learnt": "Stop once learnt",
+    "n_templates": "Context templates", "n_irrelevant": "Unrelated samples",
     "norm_constraint": "Weight clamp ±", "full_forward": "Full forward pass", "seed": "Seed",
     "act_ratio": "Threshold ratio", "alpha": "α (unrelated below)", "beta": "β (edit above)", "gamma": "γ (gap)",
     "margin_scale": "Margin scale", "mask_ratio": "Mask ratio ρ", "save_freq": "Shard size", "merge_freq": "Merge every",

@@ -27,44 +27,10 @@ from wise_gui.core.errors import WiseGuiError
 from wise_gui.core.models import LoadedModel
 from wise_gui.core.wise.architecture import Architecture
 from wise_gui.core.wise.memory import MAIN, WiseLayer
-from wise_gui.core.wise.training import TokenBatch, encode_pair, pad_rows
+from wise_gui.core.tokens import TokenBatch, encode_left_padded, encode_rows, pad_id, special_prefix
 
 # ----------------------------------------------------------------------------------------------
-# Tokenisation: the token layout WiseEditor uses, so every method is scored on the same tokens.
-
-
-def pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
-
-def special_prefix(tokenizer) -> list[int]:
-    """Tokens the tokenizer puts before any text (e.g. BOS); every row starts with them."""
-    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
-    without = tokenizer("a", add_special_tokens=False)["input_ids"]
-    if len(with_special) > len(without) and with_special[-len(without):] == without:
-        return with_special[: len(with_special) - len(without)]
-    return []
-
-
-def encode_rows(tokenizer, prefix: list[int], prompts: list[str], targets: list[str] | None) -> TokenBatch:
-    """Right-padded `prefix + prompt [+ " " + target]` rows; score_mask marks the prompt tokens."""
-    rows = []
-    for i, prompt in enumerate(prompts):
-        _, ids_prompt, ids_target = encode_pair(tokenizer, "", prompt, targets[i] if targets else None)
-        rows.append((list(prefix), ids_prompt, ids_target))
-    return pad_rows(rows, pad_id(tokenizer), [False] * len(rows))
-
-
-def encode_left_padded(tokenizer, prefix: list[int], texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded rows for generation, so every row's next token follows its last real token."""
-    encoded = [list(prefix) + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    length = max(len(e) for e in encoded)
-    input_ids = torch.full((len(encoded), length), pad_id(tokenizer), dtype=torch.long)
-    attention = torch.zeros_like(input_ids)
-    for row, ids in enumerate(encoded):
-        input_ids[row, length - len(ids):] = torch.tensor(ids)
-        attention[row, length - len(ids):] = 1
-    return input_ids, attention
+# Token helpers
 
 
 def last_marked(mask: torch.Tensor) -> torch.Tensor:

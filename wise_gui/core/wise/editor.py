@@ -5,7 +5,6 @@ The GUI worker, the CLI and the benchmarks all go through this class.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -16,7 +15,9 @@ import torch
 
 from wise_gui.core.edits import EditRequest
 from wise_gui.core.errors import WiseGuiError
+from wise_gui.core.identity import model_fingerprint
 from wise_gui.core.models import LoadedModel
+from wise_gui.core.tokens import TokenBatch, encode_left_padded, encode_rows, pad_id, special_prefix
 from wise_gui.core.wise.architecture import Architecture
 from wise_gui.core.wise.memory import MAIN, SideMemory, WiseLayer, WiseState, mask_from_seed
 from wise_gui.core.wise.merge import merge
@@ -25,11 +26,8 @@ from wise_gui.core.wise.training import (
     EditTrainer,
     MarginTargets,
     StepEvent,
-    TokenBatch,
     build_edit_batch,
     build_irrelevant_batch,
-    encode_pair,
-    pad_rows,
     train_steps,
 )
 
@@ -122,9 +120,9 @@ class WiseEditor:
         self._templates: list[str] | None = None
         self._layer_scale: float | None = None
         self._original_fingerprint: str | None = None
-        self._special_prefix = self._find_special_prefix()
+        self._special_prefix = special_prefix(self.tokenizer)
         self._apply_settings_to_layer()
-        self.layer.state.shard.mask_seed = self._shard_seed(1)
+        self.reset()
 
     # ---- identity -------------------------------------------------------------------------------
 
@@ -145,17 +143,9 @@ class WiseEditor:
         return self.layer.state
 
     def fingerprint(self) -> str:
-        """Hash of the model config and of the edited module's original weight."""
+        """Hash of the model config, the edited module's name and its original weight."""
         if self._original_fingerprint is None:
-            digest = hashlib.sha256()
-            config = self.loaded.model.config.to_dict()
-            for volatile in ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "quantization_config"):
-                config.pop(volatile, None)
-            digest.update(json.dumps(config, sort_keys=True, default=str).encode())
-            digest.update(self.module_name.encode())
-            weight = self.layer.weight.detach().to("cpu", torch.float32).contiguous()
-            digest.update(weight.numpy().tobytes())
-            self._original_fingerprint = digest.hexdigest()
+            self._original_fingerprint = model_fingerprint(self.loaded.model.config, self.module_name, self.layer.weight)
         return self._original_fingerprint
 
     def detach(self) -> None:
@@ -177,24 +167,11 @@ class WiseEditor:
 
     # ---- tokenisation ---------------------------------------------------------------------------
 
-    def _find_special_prefix(self) -> list[int]:
-        """Tokens the tokenizer puts before any text (e.g. BOS); every row starts with them."""
-        with_special = self.tokenizer("a", add_special_tokens=True)["input_ids"]
-        without = self.tokenizer("a", add_special_tokens=False)["input_ids"]
-        if len(with_special) > len(without) and with_special[-len(without):] == without:
-            return with_special[: len(with_special) - len(without)]
-        return []
-
     def _pad_id(self) -> int:
-        pad = self.tokenizer.pad_token_id
-        return pad if pad is not None else 0
+        return pad_id(self.tokenizer)
 
     def _rows(self, prompts: list[str], targets: list[str] | None) -> TokenBatch:
-        rows = []
-        for i, prompt in enumerate(prompts):
-            _, ids_prompt, ids_target = encode_pair(self.tokenizer, "", prompt, targets[i] if targets else None)
-            rows.append((list(self._special_prefix), ids_prompt, ids_target))
-        return pad_rows(rows, self._pad_id(), [False] * len(rows))
+        return encode_rows(self.tokenizer, self._special_prefix, prompts, targets)
 
     # ---- context templates and statistics -------------------------------------------------------
 
@@ -272,6 +249,11 @@ class WiseEditor:
         return MarginTargets(alpha=s.alpha * scale, beta=s.beta * scale, gamma=s.gamma * scale)
 
     # ---- editing --------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Back to the unedited state: no memories, no edits, the first shard's mask."""
+        shard = SideMemory(weight=self.layer.weight.detach().clone(), kind="shard", mask_seed=self._shard_seed(1))
+        self.restore((WiseState(shard=shard), [], 0))
 
     def snapshot(self) -> tuple[WiseState, list[tuple[str, str]], int]:
         return self.state.clone(), list(self.edit_log), self.irrelevant_cursor
@@ -499,22 +481,18 @@ class WiseEditor:
         generated token."""
         tokenizer = self.tokenizer
         texts = [self.loaded.format_question(p, chat) for p in prompts]
-        encoded = [list(self._special_prefix) + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-        length = max(len(e) for e in encoded)
-        # Left padding, so every row's next token follows its last real token.
-        input_ids = torch.full((len(encoded), length), self._pad_id(), dtype=torch.long)
-        attention = torch.zeros_like(input_ids)
-        for row, ids in enumerate(encoded):
-            input_ids[row, length - len(ids):] = torch.tensor(ids)
-            attention[row, length - len(ids):] = 1
+        input_ids, attention = encode_left_padded(tokenizer, self._special_prefix, texts)
+        length = input_ids.shape[1]
         device = self.loaded.input_device
         input_ids, attention = input_ids.to(device), attention.to(device)
         if use_side_memory:
             score_mask = attention.bool()
             if self._special_prefix:
+                # The special prefix is not part of the query: it does not count for the score.
                 score_mask = score_mask.clone()
-                for row, ids in enumerate(encoded):
-                    score_mask[row, length - len(ids): length - len(ids) + len(self._special_prefix)] = False
+                starts = (~attention.bool()).sum(dim=1)
+                for row, start in enumerate(starts.tolist()):
+                    score_mask[row, start: start + len(self._special_prefix)] = False
             info = self._forward(TokenBatch(input_ids, attention, score_mask, score_mask), score_mask)
             self.layer.route_lock = info.choice if info is not None else None
         else:

@@ -9,25 +9,16 @@ at the target positions. The full path runs the whole model each step; both give
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 
+from wise_gui.core.tokens import TokenBatch, encode_pair, pad_id, pad_rows
 from wise_gui.core.wise.architecture import Architecture
 from wise_gui.core.wise.memory import WiseLayer
 from wise_gui.core.wise.settings import WiseSettings
-
-
-@dataclass
-class TokenBatch:
-    """Right-padded rows with, per row, which tokens count for the score and which are targets."""
-
-    input_ids: torch.Tensor  # [B, T]
-    attention_mask: torch.Tensor  # [B, T]
-    score_mask: torch.Tensor  # [B, T] tokens whose distances make the activation score
-    target_mask: torch.Tensor  # [B, T] positions whose token is a target token (CE)
 
 
 @dataclass
@@ -50,39 +41,10 @@ class MarginTargets:
     gamma: float
 
 
-def encode_pair(tokenizer, prefix: str, prompt: str, target: str | None) -> tuple[list[int], list[int], list[int]]:
-    """Token ids of `prefix`, of the prompt after it, and of " target": concatenated, never re-merged,
-    so the score and target positions are exact."""
-    ids_prefix = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
-    prompt_text = (" " + prompt) if prefix else prompt
-    ids_prompt = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    ids_target = tokenizer(" " + target, add_special_tokens=False)["input_ids"] if target else []
-    return ids_prefix, ids_prompt, ids_target
-
-
-def pad_rows(rows: list[tuple[list[int], list[int], list[int]]], pad_id: int, score_whole_row: list[bool]) -> TokenBatch:
-    length = max(len(a) + len(b) + len(c) for a, b, c in rows)
-    batch = len(rows)
-    input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
-    attention = torch.zeros((batch, length), dtype=torch.long)
-    score = torch.zeros((batch, length), dtype=torch.bool)
-    target = torch.zeros((batch, length), dtype=torch.bool)
-    for i, (prefix, prompt, tgt) in enumerate(rows):
-        ids = prefix + prompt + tgt
-        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention[i, : len(ids)] = 1
-        if score_whole_row[i]:
-            score[i, : len(ids)] = True
-        else:
-            score[i, len(prefix): len(prefix) + len(prompt)] = True
-        target[i, len(prefix) + len(prompt): len(ids)] = True
-    return TokenBatch(input_ids, attention, score, target)
-
-
 def build_edit_batch(tokenizer, prompt: str, target: str, templates: list[str]) -> TokenBatch:
     """Rows: the prompt as is and behind each context template, each followed by " target"."""
     rows = [encode_pair(tokenizer, prefix, prompt, target) for prefix in [""] + templates]
-    return pad_rows(rows, _pad_id(tokenizer), [False] * len(rows))
+    return pad_rows(rows, pad_id(tokenizer), [False] * len(rows))
 
 
 def build_irrelevant_batch(tokenizer, samples: list[str]) -> TokenBatch | None:
@@ -90,11 +52,7 @@ def build_irrelevant_batch(tokenizer, samples: list[str]) -> TokenBatch | None:
     if not samples:
         return None
     rows = [([], tokenizer(text, add_special_tokens=False)["input_ids"], []) for text in samples]
-    return pad_rows(rows, _pad_id(tokenizer), [True] * len(rows))
-
-
-def _pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return pad_rows(rows, pad_id(tokenizer), [True] * len(rows))
 
 
 def masked_mean_positive(values: torch.Tensor) -> torch.Tensor:
