@@ -110,11 +110,14 @@ def _label(text: str = "") -> QLabel:
 
 
 def _first_size(screen) -> tuple[int, int]:
-    """1680 x 1020, or less on a smaller screen, so the whole window is visible on first start."""
+    """1680 x 1020, or less on a smaller screen so the whole window shows on first start; never below
+    1400 x 860, where the toolbar and the three panels still fit."""
     if screen is None:
         return 1680, 1020
     available = screen.availableGeometry()
-    return min(1680, int(available.width() * 0.96)), min(1020, int(available.height() * 0.92))
+    width = min(1680, max(1400, int(available.width() * 0.96)))
+    height = min(1020, max(860, int(available.height() * 0.92)))
+    return width, height
 
 
 class MainWindow(QMainWindow):
