@@ -212,6 +212,8 @@ class MainWindow(QMainWindow):
         title = QLabel("<b>Welcome to WISE Workbench</b>")
         self.welcome_text = text = QLabel(WELCOME_TEXT)
         text.setWordWrap(True)
+        # A wrapped label does not claim its height in a squeezed splitter pane; reserve three lines.
+        text.setMinimumHeight(text.fontMetrics().lineSpacing() * 3 + 4)
         self.sample_button = QPushButton(SAMPLE_BUTTON_TEXT)
         self.sample_button.setToolTip("Add ten edits of the ZsRE benchmark to this workspace's queue "
                                       "(from resources/sample_zsre_edits.json)")
