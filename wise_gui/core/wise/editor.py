@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -400,8 +401,6 @@ class WiseEditor:
 
     def apply_edit(self, request: EditRequest, on_step: Callable[[StepEvent], None] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> EditOutcome:
-        import time
-
         started = time.perf_counter()
         outcome = None
         for item in self.apply(request, should_stop):
