@@ -30,7 +30,7 @@ from wise_gui.ui.style import format_parameter_count
 SETTING_GROUPS = {
     "Training one edit": ["lr", "n_iter", "early_stop_loss", "early_stop_delta", "stop_when_learnt", "n_templates",
                           "n_irrelevant", "norm_constraint", "full_forward", "seed"],
-    "Router": ["act_ratio", "alpha", "beta", "gamma", "margin_scale"],
+    "Router": ["act_ratio", "threshold_floor", "alpha", "beta", "gamma", "margin_scale"],
     "Shards and merging": ["mask_ratio", "save_freq", "merge_freq", "merge_method", "ties_density"],
     "WISE-Retrieve": ["retrieve", "replay", "replay_samples"],
 }
@@ -40,7 +40,8 @@ LABELS = {
     "early_stop_delta": "Early stop: change ≤", "stop_when_learnt": "Stop once learnt",
     "n_templates": "Context templates", "n_irrelevant": "Unrelated samples",
     "norm_constraint": "Weight clamp ±", "full_forward": "Full forward pass", "seed": "Seed",
-    "act_ratio": "Threshold ratio", "alpha": "α (unrelated below)", "beta": "β (edit above)", "gamma": "γ (gap)",
+    "act_ratio": "Threshold ratio", "threshold_floor": "Threshold floor (× β)",
+    "alpha": "α (unrelated below)", "beta": "β (edit above)", "gamma": "γ (gap)",
     "margin_scale": "Margin scale", "mask_ratio": "Mask ratio ρ", "save_freq": "Shard size", "merge_freq": "Merge every",
     "merge_method": "Merge method", "ties_density": "TIES density", "retrieve": "Retrieve mode", "replay": "Replay",
     "replay_samples": "Replay samples",

@@ -162,6 +162,8 @@ class WiseEditor:
     def _apply_settings_to_layer(self) -> None:
         self.layer.act_ratio = self.settings.act_ratio
         self.layer.shared_threshold = not self.settings.retrieve
+        floor = self.settings.threshold_floor
+        self.layer.threshold_floor = floor * self.margins().beta if floor > 0 else 0.0
 
     def _shard_seed(self, shard_number: int) -> int:
         return self.settings.seed * 100_003 + shard_number
@@ -223,6 +225,7 @@ class WiseEditor:
     @layer_scale.setter
     def layer_scale(self, value: float) -> None:
         self._layer_scale = float(value)
+        self._apply_settings_to_layer()  # the threshold floor is in units of the scale
 
     @torch.no_grad()
     def _measure_layer_scale(self, n_samples: int = 32) -> float:

@@ -90,6 +90,7 @@ class WiseLayer(nn.Module):
         self.state = WiseState(shard=SideMemory(weight=weight.clone(), kind="shard"))
         self.mode = "route"
         self.act_ratio = 0.88
+        self.threshold_floor = 0.0  # no threshold below this, whatever the edits' scores
         self.shared_threshold = True  # WISE-Merge: one threshold for all; WISE-Retrieve: one each
         # Set by the editor around a forward pass: which tokens are real and count for the score ...
         self.token_mask: torch.Tensor | None = None
@@ -129,11 +130,11 @@ class WiseLayer(nn.Module):
 
     def thresholds(self, memories: list[SideMemory]) -> torch.Tensor:
         if self.shared_threshold and memories:
-            floor = min(m.min_score for m in memories)
-            values = [self.act_ratio * floor] * len(memories)
+            weakest = min(m.min_score for m in memories)
+            values = [self.act_ratio * weakest] * len(memories)
         else:
             values = [self.act_ratio * m.min_score for m in memories]
-        return torch.tensor(values, dtype=torch.float32)
+        return torch.tensor(values, dtype=torch.float32).clamp_min(self.threshold_floor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.capture_input:
