@@ -54,7 +54,12 @@ class WiseState:
         return memories
 
     def clone(self) -> "WiseState":
-        return copy.deepcopy(self)
+        """Only the shard being filled is ever changed in place (training, `_finish`); full and merged
+        memories are replaced, never modified, so a snapshot shares them instead of copying each one."""
+        return WiseState(
+            shard=copy.deepcopy(self.shard), saved=list(self.saved), merged=list(self.merged),
+            total_edits=self.total_edits, shards_started=self.shards_started, merge_events=list(self.merge_events),
+        )
 
 
 @dataclass
