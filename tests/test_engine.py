@@ -37,8 +37,11 @@ def state_tensors(editor):
     return [m.weight.clone() for m in state.merged + state.saved + [state.shard]]
 
 
-def test_cached_and_full_forward_give_the_same_loss_and_gradient(tokenizer, records):
-    editor = make_editor(tokenizer)
+# Layer 1 of 4 has layers above it (the last of them runs its MLP at the target positions only on
+# Llama); layer 3 has none; GPT-2 runs every layer above whole.
+@pytest.mark.parametrize("family, layer", [("llama", 1), ("llama", 3), ("gpt2", 1)])
+def test_cached_and_full_forward_give_the_same_loss_and_gradient(tokenizer, records, family, layer):
+    editor = WiseEditor(tiny_loaded(tokenizer=tokenizer, family=family), TINY_SETTINGS.replace(layer=layer))
     # Move the shard away from W first so the comparison is not at a trivial point.
     editor.apply_edit(requests_from(records, 1)[0])
     editor.layer.mode = "train"
@@ -72,6 +75,18 @@ def test_one_edit_sticks_and_is_generated(tokenizer, records):
     assert after.gen_success == 1.0
     assert outcome.edit_score > outcome.threshold
     assert editor.route([request.prompt])[0].to_side_memory
+
+
+def test_stop_when_learnt_ends_the_edit_early_and_it_still_holds(tokenizer, records):
+    request = requests_from(records, 1)[0]
+    full = make_editor(tokenizer).apply_edit(request)
+    iterations = {}
+    for settle in (0, 3):
+        editor = make_editor(tokenizer, stop_when_learnt=True, settle_steps=settle)
+        iterations[settle] = editor.apply_edit(request).iterations
+        assert evaluate(editor, [request], generation=False).rel == 1.0
+    assert iterations[0] < full.iterations
+    assert iterations[3] == iterations[0] + 3  # the settle steps run on after the edit is first learnt
 
 
 def test_twenty_sequential_edits_mostly_hold_at_the_end(tokenizer, records):

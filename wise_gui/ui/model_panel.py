@@ -28,8 +28,8 @@ from wise_gui.ui.style import format_parameter_count
 
 # The settings form, in groups a user can scan; `layer` has its own box.
 SETTING_GROUPS = {
-    "Training one edit": ["lr", "n_iter", "early_stop_loss", "early_stop_delta", "stop_when_learnt", "n_templates",
-                          "n_irrelevant", "norm_constraint", "full_forward", "seed"],
+    "Training one edit": ["lr", "n_iter", "early_stop_loss", "early_stop_delta", "stop_when_learnt", "settle_steps",
+                          "n_templates", "n_irrelevant", "norm_constraint", "full_forward", "seed"],
     "Router": ["act_ratio", "threshold_floor", "alpha", "beta", "gamma", "margin_scale"],
     "Shards and merging": ["mask_ratio", "save_freq", "merge_freq", "merge_method", "ties_density"],
     "WISE-Retrieve": ["retrieve", "replay", "replay_samples"],
@@ -38,6 +38,7 @@ CHOICES = {"margin_scale": ["absolute", "relative"], "merge_method": ["ties", "l
 LABELS = {
     "lr": "Learning rate", "n_iter": "Iterations", "early_stop_loss": "Early stop: loss ≤",
     "early_stop_delta": "Early stop: change ≤", "stop_when_learnt": "Stop once learnt",
+    "settle_steps": "Steps after learnt",
     "n_templates": "Context templates", "n_irrelevant": "Unrelated samples",
     "norm_constraint": "Weight clamp ±", "full_forward": "Full forward pass", "seed": "Seed",
     "act_ratio": "Threshold ratio", "threshold_floor": "Threshold floor (× β)",

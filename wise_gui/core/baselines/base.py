@@ -215,7 +215,7 @@ class LayerMethod(ABC):
 
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int = 20, use_side_memory: bool = True,
-                 chat: bool = False) -> list[str]:
+                 chat: bool = False, min_new_tokens: int = 0) -> list[str]:
         """Greedy answers; a lookup decided on the prompt's last token holds for every generated token."""
         texts = [self.loaded.format_question(p, chat) for p in prompts]
         input_ids, attention = encode_left_padded(self.tokenizer, self._special_prefix, texts)
@@ -223,6 +223,6 @@ class LayerMethod(ABC):
         device = self.loaded.input_device
         with self._applied(use_side_memory, last, keep_decision=True):
             output = self.loaded.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                                                max_new_tokens=max_new_tokens, do_sample=False,
+                                                max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False,
                                                 pad_token_id=pad_id(self.tokenizer))
         return [self.tokenizer.decode(row[input_ids.shape[1]:], skip_special_tokens=True) for row in output]

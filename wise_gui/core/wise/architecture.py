@@ -33,6 +33,7 @@ class Architecture:
     """The handles one WISE editor needs on a loaded causal LM."""
 
     model: nn.Module
+    family: str
     layers: nn.ModuleList
     layer_index: int
     layers_path: str
@@ -59,6 +60,7 @@ class Architecture:
         activation = getattr(model.config, "hidden_act", None) or getattr(model.config, "activation_function")
         return cls(
             model=model,
+            family=family,
             layers=layers,
             layer_index=layer_index,
             layers_path=layers_path,

@@ -178,6 +178,11 @@ class WiseEditor:
 
     # ---- context templates and statistics -------------------------------------------------------
 
+    def prepare(self) -> None:
+        """Generate the context templates and measure the layer scale now, so no edit pays for them."""
+        self.context_templates
+        self.margins()
+
     @property
     def context_templates(self) -> list[str]:
         """Short texts generated once from the model itself; each edit is also learnt behind them."""
@@ -478,7 +483,7 @@ class WiseEditor:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int = 20, use_side_memory: bool = True,
-                 chat: bool = False) -> list[str]:
+                 chat: bool = False, min_new_tokens: int = 0) -> list[str]:
         """Greedy answers. Each prompt is routed once, on its own tokens, and keeps that memory for every
         generated token."""
         tokenizer = self.tokenizer
@@ -501,7 +506,8 @@ class WiseEditor:
             self.layer.mode = "off"
         try:
             output = self.loaded.model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
-                                                do_sample=False, pad_token_id=self._pad_id())
+                                                min_new_tokens=min_new_tokens, do_sample=False,
+                                                pad_token_id=self._pad_id())
         finally:
             self.layer.route_lock = None
             self.layer.mode = "route"

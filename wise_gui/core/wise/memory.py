@@ -155,24 +155,26 @@ class WiseLayer(nn.Module):
         memories = self.state.routable()
         if not memories:
             return main_out
-        side_outs = [self.project(x, m.weight) for m in memories]
         if self.route_lock is not None and self.route_lock.shape[0] == x.shape[0]:
-            choice = self.route_lock.to(x.device)
+            choice = self.route_lock.to(x.device)  # decided on the prompt, kept for each generated token
         else:
-            info = self.route(x, main_out, side_outs, memories)
+            info = self.route(x, main_out, memories)
             self.last_route = info
             choice = info.choice.to(x.device)
+        # Only the chosen memories' outputs are computed here; routing kept none of them, so memory
+        # use does not grow with the number of memories.
         out = main_out
-        for index, side_out in enumerate(side_outs):
+        for index in sorted(set(choice.tolist()) - {MAIN}):
             rows = (choice == index).view(-1, *([1] * (x.dim() - 1)))
-            out = torch.where(rows, side_out, out)
+            out = torch.where(rows, self.project(x, memories[index].weight), out)
         return out
 
-    def route(self, x, main_out, side_outs, memories) -> RouteInfo:
+    def route(self, x, main_out, memories) -> RouteInfo:
         token_mask = self.token_mask
         if token_mask is not None and token_mask.shape != x.shape[:-1]:
             token_mask = None  # a forward the mask was not meant for (e.g. one generated token)
-        per_token = torch.stack([self.token_distances(s, main_out) for s in side_outs], dim=1)  # [B, M, T]
+        per_token = torch.stack([self.token_distances(self.project(x, m.weight), main_out) for m in memories],
+                                dim=1)  # [B, M, T]
         if token_mask is not None:
             per_token = per_token * token_mask.unsqueeze(1).to(per_token.dtype)
             scores = self.sequence_scores(per_token, token_mask.unsqueeze(1))

@@ -25,8 +25,11 @@ class WiseSettings:
     early_stop_delta: float = 1e-4
     """... and changed by at most this since the previous step."""
     stop_when_learnt: bool = False
-    """Also stop as soon as every target token of every edit row is the model's top prediction and all
-    margins hold (not in the reference; saves most steps on a CPU)."""
+    """Also stop once the edit is learnt: every target token of every edit row is the model's top
+    prediction and the edit rows' margins (beta, gamma) hold, for settle_steps + 1 steps in a row
+    (not in the reference; saves most steps on a CPU)."""
+    settle_steps: int = 10
+    """With stop_when_learnt: steps that go on after the edit is first learnt, lowering its loss further."""
     mask_ratio: float = 0.2
     """Fraction of side-memory entries each knowledge shard may change (its random gradient subspace)."""
     alpha: float = 5.0
@@ -107,10 +110,11 @@ def preset_for(model_type: str, n_parameters: int) -> WiseSettings:
     iteration budget, eight irrelevant samples per edit, and WISE-Retrieve with one memory per edit
     (within one memory, later edits overwrite earlier ones on a small model). The threshold ratio 0.5
     is the paper's value for LLaMA-3-8B; no threshold falls below 0.9 beta, which kept locality at
-    T=30 (Loc 0.89 -> 1.00)."""
+    T=30 (Loc 0.89 -> 1.00). Training stops 5 steps after the edit is learnt: 32 steps instead of 70
+    at T=10, Gen 0.785 instead of 0.80."""
     return WiseSettings(
         lr=3.0, margin_scale="relative", alpha=0.3, beta=0.5, gamma=0.25, act_ratio=0.5, threshold_floor=0.9,
-        n_irrelevant=8, retrieve=True, save_freq=1, merge_freq=1,
+        n_irrelevant=8, retrieve=True, save_freq=1, merge_freq=1, stop_when_learnt=True, settle_steps=5,
     )
 
 

@@ -167,11 +167,25 @@ class EditTrainer:
     def _cached_path(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         down_output = self.layer.project(self.down_input, weight)
         hidden = self.captured.residual + down_output
-        for upper, (args, kwargs) in zip(self.arch.upper_layers(), self.captured.upper_calls):
+        calls = list(zip(self.arch.upper_layers(), self.captured.upper_calls))
+        # Llama-family layers are called with keyword arguments only; anything else runs whole.
+        trim_last = bool(calls) and self.arch.family == "llama" and not calls[-1][1][0]
+        for upper, (args, kwargs) in calls[:-1] if trim_last else calls:
             out = upper(hidden, *args, **kwargs)
             hidden = out[0] if isinstance(out, tuple) else out
-        picked = hidden[self.predict_rows, self.predict_cols]
+        if trim_last:
+            last_layer, (_, last_kwargs) = calls[-1]
+            picked = self._llama_layer_at_targets(last_layer, hidden, last_kwargs)
+        else:
+            picked = hidden[self.predict_rows, self.predict_cols]
         return down_output, self.arch.lm_head(self.arch.final_norm(picked))
+
+    def _llama_layer_at_targets(self, layer, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        """The last decoder layer, with its MLP (two thirds of the layer's work) only at the positions
+        whose logits are used; attention still reads every position. Same result as the whole layer."""
+        attention, _ = layer.self_attn(layer.input_layernorm(hidden), **kwargs)
+        picked = (hidden + attention)[self.predict_rows, self.predict_cols]
+        return picked + layer.mlp(layer.post_attention_layernorm(picked))
 
     def _full_path(self, weight: torch.Tensor):
         """The reference way: every row through the whole model, every step."""
@@ -204,6 +218,7 @@ def train_steps(trainer: EditTrainer, weight: torch.Tensor, mask: torch.Tensor, 
     low, high = original - settings.norm_constraint, original + settings.norm_constraint
     started = time.perf_counter()
     previous = float("inf")
+    learnt_streak = 0
     mask = mask.to(weight.dtype)
     for iteration in range(settings.n_iter):
         if should_stop is not None and should_stop():
@@ -214,8 +229,9 @@ def train_steps(trainer: EditTrainer, weight: torch.Tensor, mask: torch.Tensor, 
         value = float(total.detach())
         event = _event(iteration, ce, margin, total, edit_scores, irrelevant_scores, started)
         converged = value <= settings.early_stop_loss and abs(previous - value) <= settings.early_stop_delta
-        learnt = settings.stop_when_learnt and trainer.all_targets_predicted and float(margin.detach()) == 0.0
-        if converged or learnt:
+        learnt_streak = learnt_streak + 1 if _learnt(trainer, edit_scores, irrelevant_scores) else 0
+        settled = settings.stop_when_learnt and learnt_streak > settings.settle_steps
+        if converged or settled:
             yield event
             return
         (grad,) = torch.autograd.grad(total, trainable)
@@ -224,6 +240,18 @@ def train_steps(trainer: EditTrainer, weight: torch.Tensor, mask: torch.Tensor, 
             torch.clamp_(weight, min=low, max=high)
         previous = value
         yield event
+
+
+def _learnt(trainer: EditTrainer, edit_scores: torch.Tensor, irrelevant_scores: torch.Tensor | None) -> bool:
+    """Every target token is the top prediction and the edit rows fire with their margins. The
+    irrelevant rows' own margin is left out: it moves little once the edit is in, and the routing
+    threshold, not this margin, keeps unrelated prompts on the main memory."""
+    if not trainer.all_targets_predicted:
+        return False
+    lowest = float(edit_scores.detach().min())
+    if lowest < trainer.margins.beta:
+        return False
+    return irrelevant_scores is None or lowest - float(irrelevant_scores.detach().max()) >= trainer.margins.gamma
 
 
 def _event(iteration, ce, margin, total, edit_scores, irrelevant_scores, started) -> StepEvent:
