@@ -19,7 +19,7 @@ from wise_gui.core.wise.training import EditTrainer, build_edit_batch, build_irr
 # stronger push than a trained model): the last layer, a larger shard subspace, more steps; like
 # the SmolLM2 preset, relative margins and one retrieve memory per edit.
 TINY_SETTINGS = WiseSettings(layer=3, lr=1.0, n_iter=100, mask_ratio=0.5, margin_scale="relative",
-                             alpha=0.3, beta=1.0, gamma=0.5, n_templates=2, n_irrelevant=4, act_ratio=0.5,
+                             alpha=0.3, beta=2.0, gamma=1.0, n_templates=2, n_irrelevant=4, act_ratio=0.5,
                              retrieve=True, save_freq=1, merge_freq=1)
 
 
@@ -85,24 +85,26 @@ def test_stop_when_learnt_ends_the_edit_early_and_it_still_holds(tokenizer, reco
         editor = make_editor(tokenizer, stop_when_learnt=True, settle_steps=settle)
         iterations[settle] = editor.apply_edit(request).iterations
         assert evaluate(editor, [request], generation=False).rel == 1.0
-    assert iterations[0] < full.iterations
-    assert iterations[3] == iterations[0] + 3  # the settle steps run on after the edit is first learnt
+    # The settle steps run on after the edit is learnt (more if it stops being learnt meanwhile).
+    assert iterations[0] + 3 <= iterations[3] < full.iterations
 
 
-def test_twenty_sequential_edits_mostly_hold_at_the_end(tokenizer, records):
-    # On a random 4-layer model the prompts' representations are too alike for the router to keep all
-    # 20 apart: measured 14 of 20 fully held (mean Rel 0.87); on SmolLM2, 10 of 10 route right. This
-    # guards that level; the real-model test and the benchmark check the rest.
+def test_twenty_sequential_edits_all_still_hold_at_the_end(tokenizer, records):
+    # Lifelong editing: whatever an edit achieved when it was applied, 19 later edits take nothing
+    # from it. (How much a 4-layer random model can learn of one edit is a separate matter: targets of
+    # up to 14 tokens; 15 of these 20 are fully learnt, the others mostly.)
     editor = make_editor(tokenizer)
     requests = requests_from(records, 20)
+    when_applied = []
     for request in requests:
         editor.apply_edit(request)
-    metrics = evaluate(editor, requests, generation=False)
-    held = [row["rel"] for row in metrics.per_edit]
-    assert metrics.rel >= 0.85, held
-    assert sum(value == 1.0 for value in held) >= 14, held
+        when_applied.append(evaluate(editor, [request], generation=False).per_edit[0]["rel"])
+    at_the_end = [row["rel"] for row in evaluate(editor, requests, generation=False).per_edit]
+    assert at_the_end == when_applied
+    assert sum(value == 1.0 for value in at_the_end) >= 15 and sum(at_the_end) / 20 >= 0.9, at_the_end
     decisions = editor.route([r.prompt for r in requests])
-    assert sum(d.memory == i for i, d in enumerate(decisions)) >= 17
+    # Records 4 and 5 share their answer ("New Jersey"); prompt 5 goes to memory 4, which gives it.
+    assert sum(d.memory == i for i, d in enumerate(decisions)) >= 19
 
 
 def test_unrelated_prompts_routed_to_main_give_bit_identical_logits(tokenizer, records):

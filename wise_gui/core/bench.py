@@ -24,7 +24,7 @@ from wise_gui.core.edits import EditRequest
 from wise_gui.core.evaluation import Metrics, evaluate, target_perplexity
 from wise_gui.core.models import LoadedModel
 from wise_gui.core.wise.editor import WiseEditor
-from wise_gui.core.wise.settings import WiseSettings, default_layer
+from wise_gui.core.wise.settings import WiseSettings, default_layer, merge_variant
 
 WISE_METHODS = ("wise", "wise-retrieve")
 METHODS = WISE_METHODS + tuple(BASELINES)
@@ -209,6 +209,7 @@ def run_benchmark(editor: WiseEditor | LayerMethod, requests: list[EditRequest],
         full_seconds, _ = apply_sequentially(editor, requests[:full_forward_edits])
         editor.update_settings(cached_settings)
         editor.restore(snapshot)
+        reset_peak_rss()  # the full path's activations are not the engine's memory use
     seconds, iterations = apply_sequentially(editor, requests, on_progress)
     metrics = evaluate(editor, requests, generation=profile.generation)
     result = result_from_metrics(editor, requests, start, metrics, method=method_name(editor))
@@ -273,7 +274,8 @@ def build_method(name: str, loaded: LoadedModel, wise_settings: WiseSettings,
     """A fresh editor for `name`, on the layer WISE uses. `wise` is WISE-Merge and `wise-retrieve`
     WISE-Retrieve, both with the other settings of `wise_settings`."""
     if name in WISE_METHODS:
-        return WiseEditor(loaded, wise_settings.replace(retrieve=name == "wise-retrieve"))
+        retrieve = name == "wise-retrieve"
+        return WiseEditor(loaded, wise_settings.replace(retrieve=True) if retrieve else merge_variant(wise_settings))
     config = loaded.model.config
     layer = wise_settings.layer if wise_settings.layer is not None else default_layer(config.model_type,
                                                                                       config.num_hidden_layers)

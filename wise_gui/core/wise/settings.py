@@ -118,6 +118,16 @@ def preset_for(model_type: str, n_parameters: int) -> WiseSettings:
     )
 
 
+def merge_variant(settings: WiseSettings) -> WiseSettings:
+    """WISE-Merge with the training settings of `settings`. One edit per shard (the retrieve preset's
+    layout) would, in one merged memory, TIES-merge after every edit and trim the earlier edits each
+    time; such settings get the reference shard sizes instead (one shard up to 500 edits)."""
+    if settings.save_freq == 1:
+        reference = reference_settings()
+        settings = settings.replace(save_freq=reference.save_freq, merge_freq=reference.merge_freq)
+    return settings.replace(retrieve=False)
+
+
 def _read_field_help() -> dict[str, str]:
     import ast
     import inspect
