@@ -10,7 +10,7 @@ from tiny_model import tiny_loaded
 from wise_gui.core.edits import EditRequest, LocalityCheck
 from wise_gui.core.evaluation import evaluate
 from wise_gui.core.wise.editor import EditCancelled, InvalidEdit, WiseEditor
-from wise_gui.core.wise.memory import MAIN
+from wise_gui.core.wise.memory import MAIN, SideMemory
 from wise_gui.core.wise.merge import linear_merge, ties_merge, trim_by_magnitude
 from wise_gui.core.wise.settings import WiseSettings
 from wise_gui.core.wise.training import EditTrainer, build_edit_batch, build_irrelevant_batch
@@ -168,6 +168,19 @@ def test_ties_merge_matches_a_hand_computation():
     # a keeps {1,-2,3}, b keeps {3,1,1}; column 1: -2 vs +1 -> elected sign -, only a's -2 agrees.
     assert torch.allclose(merged_trimmed, torch.tensor([[2.0, -2.0, 0.0], [0.0, 0.0, 2.0]]))
     assert torch.allclose(linear_merge(base, [a, b]), (a + b) / 2)
+
+
+def test_a_finished_memory_is_kept_compact_and_rebuilt_exactly(tokenizer, records):
+    base = torch.randn(64, 128)
+    weight = base.clone()
+    weight.view(-1)[torch.randperm(weight.numel())[:800]] += torch.randn(800)
+    memory = SideMemory(weight.clone(), kind="merged")
+    memory.compact(base)
+    assert memory.nbytes < weight.nbytes / 5
+    assert torch.equal(memory.weight, weight)
+    editor = make_editor(tokenizer)  # and the editor compacts what it finishes (half changed here)
+    editor.apply_edit(requests_from(records, 1)[0])
+    assert editor.state.merged[0].nbytes < 0.6 * editor.layer.weight.nbytes
 
 
 def test_shards_roll_over_and_merge_with_ties(tokenizer, records):

@@ -6,7 +6,7 @@ everything else is JSON in the safetensors metadata (whose values must be string
 
 Tensors, per side memory i (merged ones, then full shards, then the current shard):
 
-    memory.<i>.changed  uint8, numpy.packbits of "this entry differs from the original weight" (bitwise)
+    memory.<i>.changed  uint8, bit mask (most significant bit first, as numpy.packbits) of "this entry differs from the original weight" (bitwise)
     memory.<i>.values   the side weight's values at those entries, row-major, in the weight's dtype
 
 Storing the changed entries rather than the difference W' - W keeps reload bit-exact (float subtraction
@@ -26,7 +26,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import safe_open
 
@@ -35,7 +34,7 @@ from wise_gui.core.files import write_safetensors_atomic
 from wise_gui.core.models import LoadedModel
 from wise_gui.core.wise.editor import WiseEditor
 from wise_gui.core.identity import config_hash, update_with_tensor, weight_hash
-from wise_gui.core.wise.memory import SideMemory, WiseState
+from wise_gui.core.wise.memory import SideMemory, WiseState, pack_change, unpack_change
 from wise_gui.core.wise.settings import WiseSettings
 
 FORMAT_NAME = "wise-gui-memory"
@@ -44,7 +43,6 @@ FORMAT_VERSION = 1
 # Config entries that differ between copies of one model (where it was loaded from, in which dtype);
 # the same list editor.fingerprint() leaves out.
 # Same-sized integer views, to compare float weights bit for bit (-0.0 vs 0.0, NaN payloads).
-_BITS_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 class MemoryFileError(WiseGuiError):
@@ -139,21 +137,11 @@ def _refuse_mismatch(mine: Identity, editor: WiseEditor, where: str) -> None:
 # Weights as changed entries
 
 
-def _encode_weight(weight: torch.Tensor, original: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    bits = _BITS_OF_SIZE[weight.element_size()]
-    flat = weight.detach().reshape(-1)
-    changed = flat.view(bits) != original.detach().reshape(-1).view(bits)
-    packed = torch.from_numpy(np.packbits(changed.cpu().numpy()))
-    return packed, flat[changed].cpu()
-
-
 def _decode_weight(packed: torch.Tensor, values: torch.Tensor, original: torch.Tensor, source: str) -> torch.Tensor:
-    changed = np.unpackbits(packed.numpy(), count=original.numel()).astype(bool)
-    if int(changed.sum()) != values.numel() or values.dtype != original.dtype:
-        raise MemoryFileDamaged(f"{source} is damaged: a side memory does not fit its own change mask.")
-    weight = original.detach().clone()
-    weight.view(-1)[torch.from_numpy(changed).to(weight.device)] = values.to(weight.device)
-    return weight
+    try:
+        return unpack_change(packed, values, original)
+    except ValueError:
+        raise MemoryFileDamaged(f"{source} is damaged: a side memory does not fit its own change mask.") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,7 +166,8 @@ def editor_state(editor: WiseEditor) -> tuple[dict[str, torch.Tensor], dict[str,
     tensors: dict[str, torch.Tensor] = {}
     records = []
     for i, memory in enumerate(memories):
-        tensors[f"memory.{i}.changed"], tensors[f"memory.{i}.values"] = _encode_weight(memory.weight, original)
+        packed, values = pack_change(memory.weight, original)
+        tensors[f"memory.{i}.changed"], tensors[f"memory.{i}.values"] = packed.cpu(), values.cpu()
         records.append({
             "kind": memory.kind, "edit_ids": list(memory.edit_ids), "edit_scores": list(memory.edit_scores),
             "mask_seed": memory.mask_seed,
@@ -233,6 +222,9 @@ class MemoryFile:
             )  # fmt: skip
             for i, record in enumerate(self.state["memories"])
         ]
+        for memory in memories:
+            if memory.kind == "merged":
+                memory.compact(original.detach())
         state = WiseState(
             shard=memories[-1],
             saved=[m for m in memories if m.kind == "saved"],

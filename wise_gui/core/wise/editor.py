@@ -388,6 +388,7 @@ class WiseEditor:
         # Merging moves every edit's score; its threshold statistics are measured again on the merged weight.
         combined = SideMemory(weight=weight, kind="merged", edit_ids=edit_ids,
                               edit_scores=self._edit_scores_under(weight, edit_ids))
+        combined.compact(self.layer.weight.detach())
         state.merged = ([] if not self.settings.retrieve else state.merged) + [combined]
         state.saved = []
         state.merge_events.append(state.total_edits)
