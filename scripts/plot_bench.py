@@ -1,6 +1,7 @@
 """Rel, Gen and Loc of each method against T, from the JSON of `wise-gui bench --json`, as a PNG.
 
     .venv/bin/python scripts/plot_bench.py docs/bench/methods_zsre.json --out docs/bench/methods_zsre.png
+    .venv/bin/python scripts/plot_bench.py runA.json runB.json --out both.png   # rows of several runs
 
 One panel per metric, one line per method (the colour key is in the title); T on a log axis when it spans
 a factor of 10 or more. Rows of an interrupted run (complete: false) are drawn with hollow markers. Runs without a display (offscreen Qt).
@@ -82,15 +83,16 @@ def plot(rows: list[dict], out: Path, width: int = 1500) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("json", type=Path, help="rows written by wise-gui bench --json")
-    parser.add_argument("--out", type=Path, default=None, help="PNG to write (default: the JSON's name with .png)")
+    parser.add_argument("json", type=Path, nargs="+", help="rows written by wise-gui bench --json (one or more files)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="PNG to write (default: the first JSON's name with .png)")
     parser.add_argument("--width", type=int, default=1500, help="image width in pixels")
     args = parser.parse_args()
-    rows = read_rows(args.json)
+    rows = [row for path in args.json for row in read_rows(path)]
     if not rows:
-        print(f"{args.json} holds no rows.", file=sys.stderr)
+        print(f"{', '.join(map(str, args.json))} hold no rows.", file=sys.stderr)
         return 1
-    out = args.out or args.json.with_suffix(".png")
+    out = args.out or args.json[0].with_suffix(".png")
     plot(rows, out, args.width)
     print(f"Wrote {out}.")
     return 0

@@ -34,7 +34,7 @@ from wise_gui.core.files import write_safetensors_atomic
 from wise_gui.core.models import LoadedModel
 from wise_gui.core.wise.editor import WiseEditor
 from wise_gui.core.identity import config_hash, update_with_tensor, weight_hash
-from wise_gui.core.wise.memory import SideMemory, WiseState, pack_change, unpack_change
+from wise_gui.core.wise.memory import SideMemory, WiseState
 from wise_gui.core.wise.settings import WiseSettings
 
 FORMAT_NAME = "wise-gui-memory"
@@ -137,11 +137,28 @@ def _refuse_mismatch(mine: Identity, editor: WiseEditor, where: str) -> None:
 # Weights as changed entries
 
 
+_INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+_BIT_VALUES = 2 ** torch.arange(7, -1, -1, dtype=torch.uint8)  # most significant bit first, as numpy.packbits
+
+
+def _encode_weight(weight: torch.Tensor, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where `weight` differs from `base` bit for bit, as a packed bit mask (uint8), and its values there."""
+    as_int = _INT_OF_SIZE[weight.element_size()]
+    flat = weight.detach().reshape(-1)
+    changed = flat.view(as_int) != base.detach().reshape(-1).view(as_int)
+    padded = torch.cat([changed, changed.new_zeros(-changed.numel() % 8)]).view(-1, 8)
+    packed = (padded.to(torch.uint8) * _BIT_VALUES.to(padded.device)).sum(-1, dtype=torch.uint8)
+    return packed, flat[changed]
+
+
 def _decode_weight(packed: torch.Tensor, values: torch.Tensor, original: torch.Tensor, source: str) -> torch.Tensor:
-    try:
-        return unpack_change(packed, values, original)
-    except ValueError:
-        raise MemoryFileDamaged(f"{source} is damaged: a side memory does not fit its own change mask.") from None
+    shifts = torch.arange(7, -1, -1, dtype=torch.uint8)
+    changed = ((packed.unsqueeze(-1) >> shifts) & 1).reshape(-1)[: original.numel()].bool()
+    if packed.numel() * 8 < original.numel() or int(changed.sum()) != values.numel() or values.dtype != original.dtype:
+        raise MemoryFileDamaged(f"{source} is damaged: a side memory does not fit its own change mask.")
+    weight = original.detach().clone()
+    weight.view(-1)[changed.to(weight.device)] = values.to(weight.device)
+    return weight
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,7 +183,7 @@ def editor_state(editor: WiseEditor) -> tuple[dict[str, torch.Tensor], dict[str,
     tensors: dict[str, torch.Tensor] = {}
     records = []
     for i, memory in enumerate(memories):
-        packed, values = pack_change(memory.weight, original)
+        packed, values = _encode_weight(memory.weight, original)
         tensors[f"memory.{i}.changed"], tensors[f"memory.{i}.values"] = packed.cpu(), values.cpu()
         records.append({
             "kind": memory.kind, "edit_ids": list(memory.edit_ids), "edit_scores": list(memory.edit_scores),

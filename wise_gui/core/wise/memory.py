@@ -20,37 +20,12 @@ MAIN = -1
 """Route label of the main memory (the original weight)."""
 
 
-_INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-_BIT_VALUES = 2 ** torch.arange(7, -1, -1, dtype=torch.uint8)  # most significant bit first, as numpy.packbits
-
-
-def pack_change(weight: torch.Tensor, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where `weight` differs from `base` bit for bit, as a packed bit mask (uint8), and its values there."""
-    as_int = _INT_OF_SIZE[weight.element_size()]
-    flat = weight.detach().reshape(-1)
-    changed = flat.view(as_int) != base.detach().reshape(-1).view(as_int)
-    padded = torch.cat([changed, changed.new_zeros(-changed.numel() % 8)]).view(-1, 8)
-    packed = (padded.to(torch.uint8) * _BIT_VALUES.to(padded.device)).sum(-1, dtype=torch.uint8)
-    return packed, flat[changed]
-
-
-def unpack_change(packed: torch.Tensor, values: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-    """`base` with the packed change written in; ValueError when the mask and the values disagree."""
-    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=packed.device)
-    changed = ((packed.unsqueeze(-1) >> shifts) & 1).reshape(-1)[: base.numel()].bool()
-    if packed.numel() * 8 < base.numel() or int(changed.sum()) != values.numel() or values.dtype != base.dtype:
-        raise ValueError("the change mask does not fit the values or the weight")
-    weight = base.detach().clone()
-    weight.view(-1)[changed.to(weight.device)] = values.to(weight.device)
-    return weight
-
-
 class SideMemory:
     """One routable side memory: a weight of W's shape and the edits it holds. Compared by identity.
 
-    A finished memory can be kept compact, as a bit mask of the entries where it differs from W and
-    their values (a fifth of them with the default mask ratio), and is rebuilt when used: 100 memories
-    of SmolLM2's layer then take 82 MB instead of 354 MB."""
+    A finished memory can be kept compact, as the entries where it differs from W (a fifth of them
+    with the default mask ratio), and is rebuilt when used: 100 memories of SmolLM2's layer then take
+    142 MB instead of 354 MB."""
 
     def __init__(self, weight: torch.Tensor, kind: str, edit_ids: list[int] | None = None,
                  edit_scores: list[float] | None = None, mask_seed: int | None = None):
@@ -64,24 +39,29 @@ class SideMemory:
     def weight(self) -> torch.Tensor:
         if self._dense is not None:
             return self._dense
-        return unpack_change(self._packed_change, self._values, self._base)
+        rebuilt = self._base.clone()
+        rebuilt.view(-1)[self._changed] = self._values
+        return rebuilt
 
     @weight.setter
     def weight(self, value: torch.Tensor) -> None:
-        self._dense, self._base, self._packed_change, self._values = value, None, None, None
+        self._dense, self._base, self._changed, self._values = value, None, None, None
 
     @property
     def nbytes(self) -> int:
         """Bytes this memory keeps in RAM."""
         if self._dense is not None:
             return self._dense.nbytes
-        return self._packed_change.nbytes + self._values.nbytes
+        return self._changed.nbytes + self._values.nbytes
 
     def compact(self, base: torch.Tensor) -> None:
-        """Keep only the change against `base` (W itself, shared, never copied), as the memory file does."""
-        packed, values = pack_change(self.weight, base)
-        if packed.nbytes + values.nbytes < self.weight.nbytes:
-            self._base, self._packed_change, self._values, self._dense = base, packed, values.clone(), None
+        """Keep only the entries that differ from `base` (W itself, shared, never copied), as int32
+        positions and values: rebuilding them takes about half the time of one projection."""
+        dense = self.weight
+        changed = (dense != base).reshape(-1).nonzero().squeeze(1)
+        if 2 * changed.numel() < dense.numel():  # a position and a value per entry: smaller below half
+            self._base, self._changed = base, changed.to(torch.int32)
+            self._values, self._dense = dense.reshape(-1)[changed].clone(), None
 
     @property
     def min_score(self) -> float:
