@@ -6,7 +6,8 @@ everything else is JSON in the safetensors metadata (whose values must be string
 
 Tensors, per side memory i (merged ones, then full shards, then the current shard):
 
-    memory.<i>.changed  uint8, bit mask (most significant bit first, as numpy.packbits) of "this entry differs from the original weight" (bitwise)
+    memory.<i>.changed  uint8, bit mask of "this entry differs from the original weight" (bitwise),
+                        packed eight to a byte, most significant bit first (as numpy.packbits)
     memory.<i>.values   the side weight's values at those entries, row-major, in the weight's dtype
 
 Storing the changed entries rather than the difference W' - W keeps reload bit-exact (float subtraction
@@ -39,10 +40,6 @@ from wise_gui.core.wise.settings import WiseSettings
 
 FORMAT_NAME = "wise-gui-memory"
 FORMAT_VERSION = 1
-
-# Config entries that differ between copies of one model (where it was loaded from, in which dtype);
-# the same list editor.fingerprint() leaves out.
-# Same-sized integer views, to compare float weights bit for bit (-0.0 vs 0.0, NaN payloads).
 
 
 class MemoryFileError(WiseGuiError):
@@ -137,6 +134,7 @@ def _refuse_mismatch(mine: Identity, editor: WiseEditor, where: str) -> None:
 # Weights as changed entries
 
 
+# Same-sized integer views, to compare float weights bit for bit (-0.0 vs 0.0, NaN payloads).
 _INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _BIT_VALUES = 2 ** torch.arange(7, -1, -1, dtype=torch.uint8)  # most significant bit first, as numpy.packbits
 
