@@ -133,7 +133,7 @@ class WiseLayer(nn.Module):
         # Set by the editor around a forward pass: which tokens are real and count for the score ...
         self.token_mask: torch.Tensor | None = None
         # ... or a routing decision already taken on the prompt, kept for every generated token.
-        self.route_lock: torch.Tensor | None = None
+        self.route_lock = None
         self.last_route: RouteInfo | None = None
         # Captured inputs for the cached training path and for statistics.
         self.capture_input = False
@@ -142,6 +142,16 @@ class WiseLayer(nn.Module):
     @property
     def weight(self) -> torch.Tensor:
         return self.original.weight
+
+    @property
+    def route_lock(self) -> torch.Tensor | None:
+        return self._route_lock
+
+    @route_lock.setter
+    def route_lock(self, choice: torch.Tensor | None) -> None:
+        self._route_lock = choice
+        # The locked memories' weights, rebuilt once (compact memories) rather than for every token.
+        self._locked_weights: dict[int, torch.Tensor] = {}
 
     @property
     def bias(self) -> torch.Tensor | None:
@@ -188,7 +198,8 @@ class WiseLayer(nn.Module):
         memories = self.state.routable()
         if not memories:
             return main_out
-        if self.route_lock is not None and self.route_lock.shape[0] == x.shape[0]:
+        locked = self.route_lock is not None and self.route_lock.shape[0] == x.shape[0]
+        if locked:
             choice = self.route_lock.to(x.device)  # decided on the prompt, kept for each generated token
         else:
             info = self.route(x, main_out, memories)
@@ -198,9 +209,15 @@ class WiseLayer(nn.Module):
         # use does not grow with the number of memories.
         out = main_out
         for index in sorted(set(choice.tolist()) - {MAIN}):
+            weight = self._locked_weight(memories, index) if locked else memories[index].weight
             rows = (choice == index).view(-1, *([1] * (x.dim() - 1)))
-            out = torch.where(rows, self.project(x, memories[index].weight), out)
+            out = torch.where(rows, self.project(x, weight), out)
         return out
+
+    def _locked_weight(self, memories: list[SideMemory], index: int) -> torch.Tensor:
+        if index not in self._locked_weights:
+            self._locked_weights[index] = memories[index].weight
+        return self._locked_weights[index]
 
     def route(self, x, main_out, memories) -> RouteInfo:
         token_mask = self.token_mask
