@@ -28,7 +28,7 @@ class WiseSettings:
     """Also stop once the edit is learnt: every target token of every edit row is the model's top
     prediction and the edit rows' margins (beta, gamma) hold, for settle_steps + 1 steps in a row
     (not in the reference; saves most steps on a CPU)."""
-    settle_steps: int = 10
+    settle_steps: int = 5
     """With stop_when_learnt: steps that go on after the edit is first learnt, lowering its loss further."""
     mask_ratio: float = 0.2
     """Fraction of side-memory entries each knowledge shard may change (its random gradient subspace)."""
@@ -114,7 +114,7 @@ def preset_for(model_type: str, n_parameters: int) -> WiseSettings:
     at T=10, Gen 0.785 instead of 0.80."""
     return WiseSettings(
         lr=3.0, margin_scale="relative", alpha=0.3, beta=0.5, gamma=0.25, act_ratio=0.5, threshold_floor=0.9,
-        n_irrelevant=8, retrieve=True, save_freq=1, merge_freq=1, stop_when_learnt=True, settle_steps=5,
+        n_irrelevant=8, retrieve=True, save_freq=1, merge_freq=1, stop_when_learnt=True,
     )
 
 
