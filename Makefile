@@ -23,7 +23,10 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/wise-gui
 
+# The layer contracts (import-linter, in pyproject.toml) and the linter (ruff) first, then the suite.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
 bench: $(STAMP)

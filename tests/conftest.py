@@ -46,23 +46,25 @@ def app_settings(tmp_path):
 @pytest.fixture
 def open_window(qtbot, tmp_path, shared_tokenizer, app_settings):
     """`open_window(db=..., settings=...)`: a shown MainWindow on the tiny random Llama, workspace open
-    (`ready=False`: returns as soon as the model starts loading).
+    (`ready=False`: returns as soon as the model starts loading). `loader`: another model loader.
 
     Every window gets a fresh copy of the model with the weights of `seed`, so a reopened workspace
     matches its fingerprint.
     """
-    from test_engine import TINY_SETTINGS
-    from tiny_model import tiny_loaded
+    from tiny_model import TINY_SETTINGS, tiny_loaded
+
+    from wise_gui.app.workspace import WorkspaceService
     from wise_gui.ui.main_window import MainWindow
 
-    def make(db=None, settings=TINY_SETTINGS, seed=0, ready=True):
-        window = MainWindow(model_loader=lambda *_: tiny_loaded(seed=seed, tokenizer=shared_tokenizer),
-                            settings=settings, db_path=db or tmp_path / "workspace.sqlite", app_settings=app_settings)
+    def make(db=None, settings=TINY_SETTINGS, seed=0, ready=True, loader=None):
+        loader = loader or (lambda *_: tiny_loaded(seed=seed, tokenizer=shared_tokenizer))
+        window = MainWindow(service=WorkspaceService(loader=loader, settings_override=settings),
+                            db_path=db or tmp_path / "workspace.sqlite", app_settings=app_settings)
         qtbot.addWidget(window)
         window.show()
         window.load_model("tiny")
         if ready:
-            qtbot.waitUntil(lambda: window.editor is not None and not window.busy, timeout=WINDOW_READY_MS)
+            qtbot.waitUntil(lambda: window.service.editor is not None and not window.busy, timeout=WINDOW_READY_MS)
         return window
 
     return make

@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
+from tiny_model import requests_from, tiny_loaded
 
-from test_engine import requests_from
-from tiny_model import tiny_loaded
 from wise_gui.core.baselines import Codebook, FineTuneLayer, FtSettings, Grace
 from wise_gui.core.baselines.base import target_loss
 from wise_gui.core.edits import EditRequest
 from wise_gui.core.evaluation import evaluate
-from wise_gui.core.wise.memory import MAIN
+from wise_gui.core.inference import MAIN
+from wise_gui.core.tokens import pad_id, pad_rows
 
 LAYER = 3
 
 
+def rows(method, prompts, answers):
+    p = method.prompter
+    return pad_rows([p.with_target(p.question(q), a) for q, a in zip(prompts, answers)], pad_id(method.tokenizer))
+
+
+def logits_of(method, prompts, answers, use_edits=True):
+    batch = rows(method, prompts, answers)
+    with method._edits(use_edits, batch.score_mask, lock=False):
+        return method._logits(batch)
+
+
 def edit_loss(method, request) -> float:
-    batch = method._rows([request.prompt], [request.target])
-    method._forward(batch, batch.score_mask)
-    return float(target_loss(method._last_logits, batch))
+    batch = rows(method, [request.prompt], [request.target])
+    return float(target_loss(logits_of(method, [request.prompt], [request.target]), batch))
 
 
 def plain_logits(loaded, method, prompts, answers):
-    batch = method._rows(prompts, answers)
+    batch = rows(method, prompts, answers)
     return loaded.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
 
 
@@ -45,8 +54,7 @@ def test_ft_l_trains_the_layer_weight_in_place_and_puts_the_original_back(tokeni
     assert method.added_state_bytes() == 0 and method.overwrites_weights
     # Without the edits (Loc's reference) the model answers with the original weight, bit for bit.
     unrelated, answers = [r["loc"] for r in records[5:8]], [r["loc_ans"] for r in records[5:8]]
-    method.teacher_forced(unrelated, answers, use_side_memory=False)
-    bare = method._last_logits.clone()
+    bare = logits_of(method, unrelated, answers, use_edits=False)
     assert not torch.equal(down.weight.detach(), original)  # the edited weight is back in place after the pass
 
     method.restore(unedited)
@@ -66,22 +74,23 @@ def test_grace_answers_an_edited_prompt_from_its_codebook_and_leaves_far_prompts
     # random 4-layer model (it can on a trained one), and the test is about the lookup.
     request = EditRequest(records[0]["src"], "movie", paraphrases=(records[0]["rephrase"],))
     assert len(tokenizer(" movie", add_special_tokens=False)["input_ids"]) == 1
-    assert evaluate(method, [request]).rel == 0.0
+    assert evaluate(method, [request]).mean.rel == 0.0
 
     method.apply_edit(request)
     assert len(method.codebook) == 1 and method.codebook.labels == ["movie"]
     assert method.added_state_bytes() == method.codebook.nbytes() > 0
-    predicted, target, choice = method.teacher_forced([request.prompt], [request.target])[0]
-    assert predicted == target and choice == 0
+    forced = method.teacher_forced([request.prompt], [request.target])[0]
+    assert forced.predicted == forced.target and forced.route.memory == 0
     far = [r["loc"] for r in records[5:9]]
     answers = [r["loc_ans"] for r in records[5:9]]
     # In one batch: the edited prompt is looked up on its own last token, the far ones are left alone.
-    generated = method.generate([request.prompt] + far, max_new_tokens=3)
-    assert generated[0].strip().startswith("movie")
-    assert generated[1:] == method.generate(far, max_new_tokens=3, use_side_memory=False)
+    generated = method.generate([request.prompt] + far, max_new_tokens=3, first_sentence_only=False)
+    assert generated[0].text.startswith("movie")
+    assert [a.text for a in generated[1:]] == [
+        a.text for a in method.generate(far, max_new_tokens=3, use_side_memory=False, first_sentence_only=False)]
     results = method.teacher_forced(far, answers)
-    assert [choice for _, _, choice in results] == [MAIN] * len(far)
-    edited = method._last_logits.clone()
+    assert [r.route.memory for r in results] == [MAIN] * len(far)
+    edited = logits_of(method, far, answers)
 
     method.detach()
     assert loaded.model.model.layers[LAYER].mlp.down_proj is down

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_model import FIXTURES, TINY_SETTINGS, requests_from, save_tiny_model, tiny_loaded
 
-from test_engine import TINY_SETTINGS, requests_from
-from tiny_model import FIXTURES, save_tiny_model, tiny_loaded
 from wise_gui.cli import bench_cmd, main
 from wise_gui.core.baselines import FtSettings, GraceSettings
 from wise_gui.core.bench import BenchResult, build_method, combine_chunks, profile_for, run_benchmark, run_suite
 from wise_gui.core.datasets import load_requests
+from wise_gui.core.evaluation import Scores
 from wise_gui.core.memory_file import read_memory_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,8 +38,17 @@ def model_dir(tmp_path_factory, shared_tokenizer):
     return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", tokenizer=shared_tokenizer)
 
 
+WISE_LAYOUTS = {"wise": dict(method="wise-merge", save_freq=500, merge_freq=1000), "wise-retrieve": {}}
+
+
+def method_settings(name, settings=TINY_SETTINGS):
+    return settings.replace(**WISE_LAYOUTS[name])
+
+
 def bench_args(model_dir, out: Path, *extra: str) -> list[str]:
-    small_wise = TINY_SETTINGS.replace(n_iter=20, n_templates=1, n_irrelevant=2).to_json()
+    small_wise = json.dumps({k: v for k, v in TINY_SETTINGS.replace(n_iter=20, n_templates=1, n_irrelevant=2).to_dict().items()
+                             if k not in ("method", "save_freq", "merge_freq", "mask_ratio", "mask_kind",
+                                          "route_candidates", "key_similarity", "lr")})
     return ["bench", "--model", str(model_dir), "--data", str(FIXTURES / "zsre_sample.json"), "--layer", str(LAYER),
             "--settings", small_wise, "--grace-settings", '{"n_iter": 20}', "--ft-settings", '{"n_iter": 5}',
             "--json", str(out / "rows.json"), "--markdown", str(out / "rows.md"), *extra]
@@ -54,6 +63,7 @@ def test_chunks_start_from_the_unedited_state_and_are_averaged(shared_tokenizer,
         built.append(build_method(name, loaded, TINY_SETTINGS, FAST))
         return built[-1]
 
+
     codebook_labels = []
     outcome = run_suite(make, ["grace"], requests, [2],
                         on_progress=lambda *_: codebook_labels.append(list(built[-1].codebook.labels)))
@@ -65,13 +75,15 @@ def test_chunks_start_from_the_unedited_state_and_are_averaged(shared_tokenizer,
     assert [e["prompt"] for e in row.per_edit] == [r.prompt for r in requests]
     assert row.rel == pytest.approx(sum(e["rel"] for e in row.per_edit) / 4)
     # ... and scores exactly what a fresh GRACE scores on those two records alone.
-    fresh = run_benchmark(build_method("grace", loaded, TINY_SETTINGS, FAST), requests[2:])
+    (fresh,) = run_benchmark(build_method("grace", loaded, TINY_SETTINGS, FAST), requests[2:])
     assert [e["rel"] for e in row.per_edit[2:]] == [e["rel"] for e in fresh.per_edit]
 
 
 def test_combine_chunks_averages_each_metric_over_the_chunks_that_have_it():
-    chunks = [BenchResult("m", 3, 2, 0, rel=0.5, gen=None, seconds_per_edit=1.0, peak_rss_mb=10, per_edit=[{"a": 1}]),
-              BenchResult("m", 3, 2, 2, rel=1.0, gen=0.2, seconds_per_edit=3.0, peak_rss_mb=12, per_edit=[{"b": 2}])]
+    chunks = [BenchResult("m", 3, 2, 0, scores=Scores(rel=0.5, gen=None), seconds_per_edit=1.0, peak_rss_mb=10,
+                          per_edit=[{"a": 1}]),
+              BenchResult("m", 3, 2, 2, scores=Scores(rel=1.0, gen=0.2), seconds_per_edit=3.0, peak_rss_mb=12,
+                          per_edit=[{"b": 2}])]
     row = combine_chunks(chunks, complete=False)
     assert (row.rel, row.gen, row.seconds_per_edit, row.peak_rss_mb) == (0.75, 0.2, 2.0, 12)
     assert (row.start, row.n_edits, row.chunks, row.complete, row.per_edit) == (0, 4, 2, False, [{"a": 1}, {"b": 2}])
@@ -82,7 +94,8 @@ def test_every_method_leaves_the_base_model_as_it_was(shared_tokenizer, records)
     down = loaded.model.model.layers[LAYER].mlp.down_proj
     weight = down.weight.detach().clone()
     settings = TINY_SETTINGS.replace(n_iter=20, n_templates=1)
-    outcome = run_suite(lambda name: build_method(name, loaded, settings, FAST),
+    wise = {name: method_settings(name, settings) for name in WISE_LAYOUTS}
+    outcome = run_suite(lambda name: build_method(name, loaded, wise.get(name), FAST, layer=LAYER),
                         ["wise", "wise-retrieve", "ft-l", "grace"], requests_from(records, 2), [2])
     assert [r.method for r in outcome.results] == ["wise", "wise-retrieve", "ft-l", "grace"]
     assert all(r.layer == LAYER for r in outcome.results)
@@ -96,8 +109,8 @@ def test_every_method_leaves_the_base_model_as_it_was(shared_tokenizer, records)
 def test_long_form_datasets_get_their_own_metric_and_no_generation_success(shared_tokenizer, name, metric):
     loaded = tiny_loaded(tokenizer=shared_tokenizer)
     requests = load_requests(FIXTURES / f"{name}_sample.json", limit=2)
-    result = run_benchmark(build_method("ft-l", loaded, TINY_SETTINGS, FAST), requests, profile=profile_for(name))
-    assert getattr(result, metric) is not None and result.loc is not None
+    (result,) = run_benchmark(build_method("ft-l", loaded, TINY_SETTINGS, FAST), requests, profile=profile_for(name))
+    assert getattr(result.scores, metric) is not None and result.loc is not None
     assert result.gen_success is None
     if metric == "perplexity":
         assert all(0 < e["perplexity"] <= 100 for e in result.per_edit)
@@ -118,14 +131,13 @@ def test_a_multi_method_run_writes_one_row_per_method_and_T(model_dir, tmp_path,
     assert capsys.readouterr().out.strip() == "\n".join(table)
 
 
-def test_a_plain_bench_keeps_its_single_wise_retrieve_run_and_export(model_dir, tmp_path, capsys):
+def test_a_plain_bench_runs_the_default_preset_once_and_exports_it(model_dir, tmp_path, capsys):
     memory = tmp_path / "memory.safetensors"
     assert main(bench_args(model_dir, tmp_path, "--limit", "2", "--export", str(memory))) == 0
     (row,) = json.loads((tmp_path / "rows.json").read_text())
-    assert (row["method"], row["n_edits"], row["chunk_size"], row["chunks"]) == ("wise-retrieve", 2, 2, 1)
+    assert (row["method"], row["n_edits"], row["chunk_size"], row["chunks"]) == ("wise-index", 2, 2, 1)
     assert "Rel" in capsys.readouterr().out
     assert read_memory_file(memory).total_edits == 2  # saved after the last edit, before the rollback
-    assert bench_cmd.default_methods(TINY_SETTINGS.replace(retrieve=False)) == ["wise"]
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -133,6 +145,8 @@ def test_a_plain_bench_keeps_its_single_wise_retrieve_run_and_export(model_dir, 
     (["--chunk", "3"], "--chunk"),
     (["--grace-settings", '{"radius": 1}'], "--grace-settings"),
     (["--method", "grace", "--export", "memory.safetensors"], "--export"),
+    (["--eval-at", "1", "--chunk", "1"], "--eval-at"),
+    (["--query-format", "spoken"], "--query-format"),
 ])
 def test_bad_options_are_refused_with_a_message(model_dir, tmp_path, capsys, extra, message):
     assert main(bench_args(model_dir, tmp_path, "--limit", "2", *extra)) == 2
@@ -156,6 +170,24 @@ def test_ctrl_c_stops_cleanly_and_writes_what_was_measured(model_dir, tmp_path, 
     (row,) = json.loads((tmp_path / "rows.json").read_text())
     assert (row["method"], row["chunks"], row["n_edits"], row["complete"]) == ("grace", 1, 1, False)
     assert "interrupted" in (tmp_path / "rows.md").read_text()
+
+
+def test_one_sequential_run_is_evaluated_at_each_T_in_raw_and_chat_form_with_its_loc_per_file(
+        model_dir, tmp_path, capsys):
+    second = tmp_path / "second.json"
+    second.write_text(json.dumps(json.loads((FIXTURES / "zsre_engine_30.json").read_text())[:2]))
+    args = bench_args(model_dir, tmp_path, "--start", "4", "--limit", "4", "--eval-at", "2", "--method", "wise-retrieve",
+                      "--pool", f"{FIXTURES / 'zsre_engine_30.json'}:10")
+    data = args.index("--data")
+    args[data + 2:data + 2] = [str(second)]  # the sample's last 2 of 6 records, then the second file's 2
+    assert main(args) == 0
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [(r["chunk_size"], r["n_edits"]) for r in rows] == [(2, 2), (4, 4)]
+    assert len(rows[1]["edit_seconds"]) == 4 and rows[0]["edit_seconds"] == rows[1]["edit_seconds"][:2]
+    # The tiny tokenizer has no chat template: the chat form falls back to raw, and says which it used.
+    assert set(rows[1]["live"]) == {"raw"} and rows[1]["live"]["raw"]["prompt"] is not None
+    assert set(rows[1]["by_source"]) == {"zsre_sample.json", "second.json"}
+    assert rows[1]["per_edit"][0]["answers"][0]["kind"] == "prompt"
 
 
 def test_the_plot_script_draws_rel_gen_loc_per_method_against_T(tmp_path):

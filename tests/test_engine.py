@@ -1,40 +1,40 @@
-"""The WISE engine on a tiny random Llama: edits stick and stay, routing, shards, merging, rollback."""
+"""The WISE engine on a tiny random Llama: edits stick and stay, routing, shards, merging, rollback,
+the indexed and MEMOIR layouts, chat-form questions, bfloat16, the state object and its deltas."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
+from tiny_model import TINY_SETTINGS, requests_from, tiny_loaded
 
-from tiny_model import tiny_loaded
-from wise_gui.core.edits import EditRequest, LocalityCheck
+from wise_gui.core.edits import EditRequest
 from wise_gui.core.evaluation import evaluate
-from wise_gui.core.wise.editor import EditCancelled, InvalidEdit, WiseEditor
-from wise_gui.core.wise.memory import MAIN, SideMemory
+from wise_gui.core.inference import MAIN
+from wise_gui.core.tokens import pad_id, pad_rows
+from wise_gui.core.wise.editor import InvalidEdit, WiseEditor
 from wise_gui.core.wise.merge import linear_merge, ties_merge, trim_by_magnitude
-from wise_gui.core.wise.settings import WiseSettings
-from wise_gui.core.wise.training import EditTrainer, build_edit_batch, build_irrelevant_batch
+from wise_gui.core.wise.settings import SettingsError, WiseSettings
+from wise_gui.core.wise.shards import RoutingRule, ShardMemories, SideMemory
+from wise_gui.core.wise.state import apply_state_delta, state_delta
+from wise_gui.core.wise.training import EditTrainer
 
-# What makes edits stick on a 4-layer random model (its logits are nearly flat, so it needs a
-# stronger push than a trained model): the last layer, a larger shard subspace, more steps; like
-# the SmolLM2 preset, relative margins and one retrieve memory per edit.
-TINY_SETTINGS = WiseSettings(layer=3, lr=1.0, n_iter=100, mask_ratio=0.5, margin_scale="relative",
-                             alpha=0.3, beta=2.0, gamma=1.0, n_templates=2, n_irrelevant=4, act_ratio=0.5,
-                             retrieve=True, save_freq=1, merge_freq=1)
-
-
-def requests_from(records, n, start=0):
-    return [EditRequest(r["src"], r["alt"], paraphrases=(r["rephrase"],), locality=(LocalityCheck(r["loc"], r["loc_ans"]),))
-            for r in records[start:start + n]]
+# A chat template of the ChatML kind SmolLM2 uses, for a tokenizer built in the test.
+CHAT_TEMPLATE = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+                 "{{ 'system: be helpful\n' }}{% endif %}{{ message['role'] + ': ' + message['content'] + '\n' }}"
+                 "{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
 
 
 def make_editor(tokenizer, **changes) -> WiseEditor:
     return WiseEditor(tiny_loaded(tokenizer=tokenizer), TINY_SETTINGS.replace(**changes))
 
 
+def memories_of(editor):
+    memories = editor.memories
+    return memories.merged + memories.saved + [memories.shard]
+
+
 def state_tensors(editor):
-    state = editor.state
-    return [m.weight.clone() for m in state.merged + state.saved + [state.shard]]
+    return [m.weight.clone() for m in memories_of(editor)]
 
 
 # Layer 1 of 4 has layers above it (the last of them runs its MLP at the target positions only on
@@ -44,17 +44,16 @@ def test_cached_and_full_forward_give_the_same_loss_and_gradient(tokenizer, reco
     editor = WiseEditor(tiny_loaded(tokenizer=tokenizer, family=family), TINY_SETTINGS.replace(layer=layer))
     # Move the shard away from W first so the comparison is not at a trivial point.
     editor.apply_edit(requests_from(records, 1)[0])
-    editor.layer.mode = "train"
-    batch = build_edit_batch(tokenizer, records[1]["src"], records[1]["alt"], editor.context_templates)
-    irrelevant = build_irrelevant_batch(tokenizer, editor.irrelevant_pool[:3])
+    groups = editor._edit_groups(records[1]["src"], records[1]["alt"])
+    irrelevant = editor._irrelevant_batches(editor.irrelevant_pool[:3])
     results = []
     for full in (False, True):
-        trainer = EditTrainer(editor.arch, editor.layer, batch, irrelevant, editor.margins(), full_forward=full)
-        weight = editor.state.shard.weight.detach().clone().requires_grad_(True)
-        ce, margin, edit_scores, irrelevant_scores = trainer.losses(weight)
+        trainer = EditTrainer(editor.arch, editor.layer, groups, irrelevant, editor.margins(), full_forward=full)
+        weight = editor.memories.shard.weight.detach().clone().requires_grad_(True)
+        with editor.layer.through(weight):
+            ce, margin, edit_scores, irrelevant_scores = trainer.losses(weight)
         (grad,) = torch.autograd.grad(ce + margin, weight)
         results.append((ce.detach(), margin.detach(), edit_scores.detach(), irrelevant_scores.detach(), grad))
-    editor.layer.mode = "route"
     (ce_c, m_c, s_c, i_c, g_c), (ce_f, m_f, s_f, i_f, g_f) = results
     assert torch.allclose(ce_c, ce_f, atol=1e-5)
     assert torch.allclose(m_c, m_f, atol=1e-5)
@@ -67,13 +66,13 @@ def test_cached_and_full_forward_give_the_same_loss_and_gradient(tokenizer, reco
 def test_one_edit_sticks_and_is_generated(tokenizer, records):
     editor = make_editor(tokenizer)
     request = requests_from(records, 1)[0]
-    before = evaluate(editor, [request], generation=False)
+    before = evaluate(editor, [request], generation=False).mean
     outcome = editor.apply_edit(request)
-    after = evaluate(editor, [request])
+    after = evaluate(editor, [request], edit_indices=[0]).mean
     assert before.rel < 1.0
     assert after.rel == 1.0
-    assert after.gen_success == 1.0
-    assert outcome.edit_score > outcome.threshold
+    assert after.gen_success == 1.0 and after.live["raw"].routed_own == 1.0
+    assert outcome.edit_score > outcome.threshold and outcome.seconds > 0
     assert editor.route([request.prompt])[0].to_side_memory
 
 
@@ -84,7 +83,7 @@ def test_stop_when_learnt_ends_the_edit_early_and_it_still_holds(tokenizer, reco
     for settle in (0, 3):
         editor = make_editor(tokenizer, stop_when_learnt=True, settle_steps=settle)
         iterations[settle] = editor.apply_edit(request).iterations
-        assert evaluate(editor, [request], generation=False).rel == 1.0
+        assert evaluate(editor, [request], generation=False).mean.rel == 1.0
     # The settle steps run on after the edit is learnt (more if it stops being learnt meanwhile).
     assert iterations[0] + 3 <= iterations[3] < full.iterations
 
@@ -98,13 +97,13 @@ def test_twenty_sequential_edits_all_still_hold_at_the_end(tokenizer, records):
     when_applied = []
     for request in requests:
         editor.apply_edit(request)
-        when_applied.append(evaluate(editor, [request], generation=False).per_edit[0]["rel"])
-    at_the_end = [row["rel"] for row in evaluate(editor, requests, generation=False).per_edit]
+        when_applied.append(evaluate(editor, [request], generation=False).edits[0].scores.rel)
+    at_the_end = [edit.scores.rel for edit in evaluate(editor, requests, generation=False).edits]
     assert at_the_end == when_applied
     assert sum(value == 1.0 for value in at_the_end) >= 15 and sum(at_the_end) / 20 >= 0.9, at_the_end
     decisions = editor.route([r.prompt for r in requests])
     # Records 4 and 5 share their answer ("New Jersey"); prompt 5 goes to memory 4, which gives it.
-    assert sum(d.memory == i for i, d in enumerate(decisions)) >= 19
+    assert sum(d.route.memory == i for i, d in enumerate(decisions)) >= 19
 
 
 def test_unrelated_prompts_routed_to_main_give_bit_identical_logits(tokenizer, records):
@@ -113,12 +112,13 @@ def test_unrelated_prompts_routed_to_main_give_bit_identical_logits(tokenizer, r
         editor.apply_edit(request)
     unrelated = [r["loc"] for r in records[3:9]]
     answers = [r["loc_ans"] for r in records[3:9]]
-    main_rows = [i for i, d in enumerate(editor.route(unrelated)) if d.memory == MAIN]
+    main_rows = [i for i, d in enumerate(editor.route(unrelated)) if d.route.memory == MAIN]
     assert len(main_rows) >= 4
-    editor.teacher_forced(unrelated, answers, use_side_memory=True)
-    edited_logits = editor._last_logits.clone()
+    p = editor.prompter
+    batch = pad_rows([p.with_target(p.question(q), a) for q, a in zip(unrelated, answers)], pad_id(tokenizer))
+    with editor.layer.routed(batch.score_mask):
+        edited_logits = editor._logits(batch)
     editor.detach()  # the plain model, original down projection back in place
-    batch = editor._rows(unrelated, answers)
     plain_logits = editor.loaded.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     assert torch.equal(edited_logits[main_rows], plain_logits[main_rows])
 
@@ -133,25 +133,25 @@ def test_mixed_batch_routes_each_sequence_and_ignores_padding(tokenizer, records
     alone = [editor.route([p])[0] for p in mixed]
     assert [d.to_side_memory for d in together] == [True, False, True, False]
     for batched, single in zip(together, alone):
-        assert batched.memory == single.memory
-        assert batched.score == pytest.approx(single.score, abs=1e-4)
+        assert batched.route.memory == single.route.memory
+        assert batched.route.score == pytest.approx(single.route.score, abs=1e-4)
 
 
-def test_generation_keeps_the_prompt_route_for_every_token(tokenizer, records):
+def test_generation_routes_in_its_own_prefill_and_keeps_the_route_for_every_token(tokenizer, records):
     editor = make_editor(tokenizer)
     request = requests_from(records, 1)[0]
     editor.apply_edit(request)
-    unrelated = next(r["loc"] for r in records[1:] if editor.route([r["loc"]])[0].memory == MAIN)
-    seen = []
-    hook = editor.layer.register_forward_hook(
-        lambda module, args, out: seen.append(module.route_lock.tolist() if module.route_lock is not None else None))
-    answers = editor.generate([request.prompt, unrelated], max_new_tokens=4)
+    unrelated = next(r["loc"] for r in records[1:] if editor.route([r["loc"]])[0].route.memory == MAIN)
+    routed_before = editor.layer.memory_projections
+    outputs = []
+    hook = editor.layer.register_forward_hook(lambda module, args, out: outputs.append(out.shape[1]))
+    answers = editor.generate([request.prompt, unrelated], max_new_tokens=4, first_sentence_only=False)
     hook.remove()
-    generation_calls = seen[1:]  # seen[0] is the routing pass over the prompts
-    assert len(generation_calls) >= 4
-    assert all(choice == generation_calls[0] for choice in generation_calls)
-    assert generation_calls[0][0] != MAIN and generation_calls[0][1] == MAIN
-    assert answers[0].strip().startswith(request.target.split()[0])
+    # One pass over the prompts (the prefill) routes; the generated tokens reuse its decision.
+    assert outputs[0] > 1 and all(length == 1 for length in outputs[1:]) and len(outputs) >= 4
+    assert editor.layer.memory_projections - routed_before == 1
+    assert answers[0].route.to_side_memory and not answers[1].route.to_side_memory
+    assert answers[0].text.startswith(request.target.split()[0])
 
 
 def test_ties_merge_matches_a_hand_computation():
@@ -170,66 +170,75 @@ def test_ties_merge_matches_a_hand_computation():
     assert torch.allclose(linear_merge(base, [a, b]), (a + b) / 2)
 
 
-def test_a_finished_memory_is_kept_compact_and_rebuilt_exactly(tokenizer, records):
+def test_a_finished_memory_is_kept_compact_rebuilt_exactly_and_answers_without_rebuilding(tokenizer, records):
     base = torch.randn(64, 128)
     weight = base.clone()
     weight.view(-1)[torch.randperm(weight.numel())[:800]] += torch.randn(800)
-    memory = SideMemory(weight.clone(), kind="merged")
+    memory = SideMemory(weight.clone(), kind="merged", memory_id=1)
     memory.compact(base)
     assert memory.nbytes < weight.nbytes / 5
     assert torch.equal(memory.weight, weight)
     editor = make_editor(tokenizer, mask_ratio=0.2)  # and the editor compacts what it finishes
     editor.apply_edit(requests_from(records, 1)[0])
-    assert editor.state.merged[0].nbytes < 0.5 * editor.layer.weight.nbytes
+    assert editor.memories.merged[0].nbytes < 0.5 * editor.layer.weight.nbytes
+    # Few changed entries: the output is W a + (W' - W) a, equal to projecting through the rebuilt W'.
+    x = torch.randn(2, 5, 128)
+    main = torch.nn.functional.linear(x, base)
+    layer = editor.layer
+    assert torch.allclose(memory.output(layer, x, main), torch.nn.functional.linear(x, weight), atol=1e-5)
 
 
 def test_shards_roll_over_and_merge_with_ties(tokenizer, records):
-    editor = make_editor(tokenizer, retrieve=False, save_freq=2, merge_freq=4)
+    editor = make_editor(tokenizer, method="wise-merge", save_freq=2, merge_freq=4)
     requests = requests_from(records, 4)
-    first_seed = editor.state.shard.mask_seed
+    first_seed = editor.memories.shard.mask_seed
     editor.apply_edit(requests[0])
     outcome = editor.apply_edit(requests[1])
     assert outcome.shard_full and not outcome.merged
-    assert len(editor.state.saved) == 1 and editor.state.shard.mask_seed != first_seed
-    assert torch.equal(editor.state.shard.weight, editor.layer.weight)  # the new shard starts from W
+    assert len(editor.memories.saved) == 1 and editor.memories.shard.mask_seed != first_seed
+    assert torch.equal(editor.memories.shard.weight, editor.layer.weight)  # the new shard starts from W
     editor.apply_edit(requests[2])
-    saved = [editor.state.saved[0].weight.clone()]
+    saved = [editor.memories.saved[0].weight.clone()]
     snapshot = editor.snapshot()
     outcome = editor.apply_edit(requests[3])
     assert outcome.merged
-    status = editor.shard_status()
+    status = editor.status()
     assert status.merged_memories == [4] and status.saved_shards == [] and status.merge_events == [4]
-    merged_weight = editor.state.merged[0].weight
+    merged_weight = editor.memories.merged[0].weight
     # Recompute by hand from the two full shards: the second one is what edit 4 trained.
     editor.restore(snapshot)
-    editor.settings = editor.settings.replace(merge_freq=10_000)
+    editor.update_settings(editor.settings.replace(merge_freq=10_000))
     editor.apply_edit(requests[3])
-    shards = saved + [editor.state.saved[1].weight]
+    shards = saved + [editor.memories.saved[1].weight]
     expected = ties_merge(editor.layer.weight, shards, density=TINY_SETTINGS.ties_density)
     assert torch.allclose(merged_weight, expected)
 
 
 def test_retrieve_routes_each_prompt_to_the_memory_that_holds_it(tokenizer, records):
-    editor = make_editor(tokenizer, retrieve=True, save_freq=1, merge_freq=1)
+    editor = make_editor(tokenizer, method="wise-retrieve", save_freq=1, merge_freq=1)
     requests = requests_from(records, 3)
     for request in requests:
         editor.apply_edit(request)
-    assert len(editor.state.merged) == 3
+    assert len(editor.memories.merged) == 3
     decisions = editor.route([r.prompt for r in requests])
-    assert [d.memory for d in decisions] == [0, 1, 2]
-    thresholds = [float(t) for t in editor.layer.thresholds(editor.state.routable())]
+    assert [d.route.memory for d in decisions] == [0, 1, 2]
+    assert [editor.memory_of_edit(i) for i in range(3)] == [0, 1, 2]
+    thresholds = [float(t) for t in editor.memories.thresholds(editor.memories.routable())]
     assert len(set(thresholds)) == 3  # each memory has its own threshold
 
 
-def test_cancel_between_steps_restores_the_exact_state(tokenizer, records):
+def test_closing_the_edit_between_steps_restores_the_exact_state(tokenizer, records):
     editor = make_editor(tokenizer)
     requests = requests_from(records, 2)
     editor.apply_edit(requests[0])
     before = state_tensors(editor)
     steps = []
-    with pytest.raises(EditCancelled):
-        for event in editor.apply(requests[1], should_stop=lambda: len(steps) >= 3):
-            steps.append(event)
+    generator = editor.apply(requests[1])
+    for event in generator:
+        steps.append(event)
+        if len(steps) == 3:
+            generator.close()  # a cancel
+            break
     assert len(steps) == 3
     after = state_tensors(editor)
     assert len(before) == len(after) and all(torch.equal(x, y) for x, y in zip(before, after))
@@ -237,17 +246,17 @@ def test_cancel_between_steps_restores_the_exact_state(tokenizer, records):
 
 
 def test_snapshot_and_restore_roll_back_whole_edits(tokenizer, records):
-    editor = make_editor(tokenizer, retrieve=False, save_freq=2, merge_freq=2)
+    editor = make_editor(tokenizer, method="wise-merge", save_freq=2, merge_freq=2)
     requests = requests_from(records, 3)
     editor.apply_edit(requests[0])
     snapshot = editor.snapshot()
     before = state_tensors(editor)
     editor.apply_edit(requests[1])
     editor.apply_edit(requests[2])
-    assert editor.state.merged
+    assert editor.memories.merged
     editor.restore(snapshot)
     assert all(torch.equal(x, y) for x, y in zip(before, state_tensors(editor)))
-    assert editor.state.merged == [] and editor.state.total_edits == 1
+    assert editor.memories.merged == [] and editor.state.total_edits == 1
 
 
 def test_an_empty_edit_is_refused_and_changes_nothing(tokenizer):
@@ -263,3 +272,195 @@ def test_gpt2_family_is_supported(tokenizer, records):
     assert editor.module_name == "transformer.h.2.mlp.c_proj"
     editor.apply_edit(requests_from(records, 1)[0])
     assert editor.state.total_edits == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Settings check themselves
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"merge_method": "tie"}, "merge_method must be one of 'ties', 'linear', not 'tie'"),
+    ({"margin_scale": "relativ"}, "margin_scale must be one of"),
+    ({"mask_ratio": 0.0}, "mask_ratio must be above 0"),
+    ({"n_iter": 2.5}, "n_iter must be a whole number"),
+    ({"stop_when_learnt": 1}, "stop_when_learnt must be true or false"),
+    ({"act_ratio": -1.0}, "act_ratio must be above 0"),
+])
+def test_bad_settings_are_refused_when_made_with_the_field_named(changes, message):
+    with pytest.raises(SettingsError, match=message):
+        WiseSettings(**changes)
+    with pytest.raises(SettingsError, match="Unknown WISE settings: margin_scael"):
+        WiseSettings.from_dict({"margin_scael": "relative"})
+    assert WiseSettings.from_dict({"retrieve": True}).method == "wise-retrieve"  # first-format settings
+    assert "activation score" in WiseSettings.field_help()["alpha"]
+    assert WiseSettings.choices("merge_method") == ("ties", "linear") and WiseSettings.choices("lr") is None
+
+
+# ----------------------------------------------------------------------------------------------
+# Many memories: an index, sparse memories
+
+
+def _synthetic_memories(count: int, inputs: int = 128, outputs: int = 64, candidates: int = 4):
+    """`count` one-edit memories, each a few random changed entries and a random key."""
+    torch.manual_seed(0)
+    base = torch.randn(outputs, inputs) * 0.05
+    memories = []
+    for i in range(count):
+        weight = base.clone()
+        weight.view(-1)[torch.randperm(base.numel())[:40]] += torch.randn(40)
+        memory = SideMemory(weight, "merged", i + 1, [i], [1.0], keys=torch.randn(1, inputs))
+        memory.compact(base)
+        memories.append(memory)
+    layout = ShardMemories(SideMemory(base.clone(), "shard", count + 1), merged=memories,
+                           rule=RoutingRule(act_ratio=0.5, shared_threshold=False, candidates=candidates),
+                           background=torch.zeros(inputs))
+    return base, layout
+
+
+def test_with_hundreds_of_memories_only_the_nearest_keys_are_scored(tokenizer):
+    base, layout = _synthetic_memories(300)
+    layer = make_editor(tokenizer).layer
+    layer.memories = layout
+    target = layout.merged[123]
+    # A question whose mean input is memory 123's key: that memory is among the few scored.
+    x = target.keys[0].expand(1, 6, -1).clone()
+    main = torch.nn.functional.linear(x, base)
+    info = layout.route(layer, x, main, torch.ones(1, 6, dtype=torch.bool))
+    assert info.scored == 4  # projections computed: the candidates, not the 300 memories
+    assert 123 in layout.candidates(layout.routable(), x, torch.ones(1, 6, dtype=torch.bool))[0].tolist()
+    layout.rule.candidates = 0
+    assert layout.route(layer, x, main, None).scored == 300  # every memory, without the index
+
+
+def test_an_indexed_sparse_edit_holds_and_is_stored_as_few_entries(tokenizer, records):
+    editor = make_editor(tokenizer, mask_kind="columns", mask_ratio=0.2, route_candidates=2)
+    requests = requests_from(records, 4)
+    for request in requests:
+        editor.apply_edit(request)
+    memory = editor.memories.merged[0]
+    # Only the fifth of the inputs (26 of 128 columns) the edit's question stands out on were changed.
+    changed_columns = (memory.weight != editor.layer.weight).any(dim=0).sum()
+    assert 0 < changed_columns <= round(0.2 * 128)
+    inputs, change = memory.columns  # kept as those columns' change, in float16
+    assert inputs.numel() == changed_columns and change.shape == (64, changed_columns) and change.dtype == torch.float16
+    assert memory.nbytes < 0.25 * editor.layer.weight.nbytes
+    before = editor.layer.memory_projections
+    decisions = editor.route([r.prompt for r in requests])
+    assert [d.route.memory for d in decisions] == [0, 1, 2, 3]
+    assert editor.layer.memory_projections - before <= 4 * 2  # two candidates per question at most
+
+
+# ----------------------------------------------------------------------------------------------
+# MEMOIR
+
+
+def test_a_memoir_edit_writes_only_its_mask_columns_and_routes_by_overlap(tokenizer, records):
+    editor = make_editor(tokenizer, method="memoir", mask_ratio=0.25, n_iter=60)
+    requests = requests_from(records, 3)
+    previous = editor.memories.residual.clone()
+    for index, request in enumerate(requests):
+        editor.apply_edit(request)
+        memories = editor.memories
+        columns = memories.masks[index]
+        assert columns.numel() == round(0.25 * 128)
+        written = (memories.residual != previous).any(dim=0).nonzero().flatten()
+        assert set(written.tolist()) <= set(columns.tolist()) and written.numel() > 0
+        previous = memories.residual.clone()
+    decisions = editor.route([r.prompt for r in requests])
+    assert all(d.route.kind == "residual" and d.route.score >= d.route.threshold for d in decisions)
+    assert sum(d.route.memory == i for i, d in enumerate(decisions)) >= 2
+    # The overlap is the share of the query's mask in the stored one: 1 against its own mask.
+    assert decisions[0].route.score > 0.4 and evaluate(editor, requests[:1], generation=False).mean.rel >= 0.5
+
+
+# ----------------------------------------------------------------------------------------------
+# The question as a user asks it: through the chat template
+
+
+@pytest.fixture
+def chat_tokenizer(tokenizer):
+    chat = tokenizer.__class__(tokenizer_object=tokenizer.backend_tokenizer, unk_token="<unk>", pad_token="<pad>",
+                               eos_token="<eos>")
+    chat.chat_template = CHAT_TEMPLATE
+    return chat
+
+
+def test_an_edit_learnt_in_raw_and_chat_form_routes_and_answers_in_chat_form(chat_tokenizer, records):
+    # Half of the learning goes to each form: twice the steps the raw-only tests take.
+    editor = WiseEditor(tiny_loaded(tokenizer=chat_tokenizer), TINY_SETTINGS.replace(chat_form=True, n_iter=200))
+    assert editor.forms == ("raw", "chat")
+    request = requests_from(records, 1)[0]
+    editor.apply_edit(request)
+    for form in ("raw", "chat"):
+        decision = editor.route([request.prompt], form)[0]
+        assert decision.route.memory == 0, form
+        answer = editor.generate([request.prompt], form=form)[0]
+        assert answer.route.memory == 0 and answer.text.startswith(request.target.split()[0]), (form, answer)
+
+
+def test_template_tokens_do_not_count_for_the_score(chat_tokenizer, records):
+    editor = WiseEditor(tiny_loaded(tokenizer=chat_tokenizer), TINY_SETTINGS.replace(chat_form=True))
+    request = requests_from(records, 1)[0]
+    editor.apply_edit(request)
+    decision = editor.route([request.prompt], "chat")[0]
+    # The scored tokens are the question's own, not "system: be helpful" or the role markers ...
+    assert "".join(decision.tokens) == request.prompt
+    # ... and the score is their mean distance.
+    assert decision.route.score == pytest.approx(sum(decision.token_distances) / len(decision.token_distances), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# bfloat16
+
+
+def test_bfloat16_routes_as_float32_does_and_round_trips(tokenizer, records, tmp_path):
+    from wise_gui.core.memory_file import attach_memory_file, save_memory_file
+
+    requests = requests_from(records, 4)
+    questions = [r.prompt for r in requests] + [r.paraphrases[0] for r in requests] + [r["loc"] for r in records[4:12]]
+    decisions = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        loaded = tiny_loaded(tokenizer=tokenizer)
+        loaded.model.to(dtype)
+        loaded.dtype = dtype
+        editor = WiseEditor(loaded, TINY_SETTINGS)
+        for request in requests:
+            editor.apply_edit(request)
+        decisions[dtype] = [d.route.memory for d in editor.route(questions)]
+        if dtype == torch.bfloat16:
+            path = tmp_path / "bf16.safetensors"
+            save_memory_file(editor, path)
+            editor.detach()
+            reloaded = attach_memory_file(loaded, path)
+            assert [d.route.memory for d in reloaded.route(questions)] == decisions[dtype]
+            assert reloaded.memories.merged[0].values.dtype == torch.bfloat16
+    # Trained apart in each dtype, the same edits send every prompt and paraphrase to the same memory,
+    # and every question to a side memory or to the main one alike.
+    assert decisions[torch.bfloat16][:8] == decisions[torch.float32][:8]
+    assert [m != MAIN for m in decisions[torch.bfloat16]] == [m != MAIN for m in decisions[torch.float32]]
+    assert decisions[torch.float32][:4] == [0, 1, 2, 3]
+
+
+# ----------------------------------------------------------------------------------------------
+# The state object and its deltas
+
+
+@pytest.mark.parametrize("changes", [{}, {"method": "memoir", "mask_ratio": 0.25, "n_iter": 20}])
+def test_a_state_is_the_previous_one_plus_its_delta(tokenizer, records, changes):
+    editor = make_editor(tokenizer, **{"n_iter": 20, **changes})
+    requests = requests_from(records, 3)
+    editor.apply_edit(requests[0])
+    before = editor.state_dict()
+    editor.apply_edit(requests[1])
+    after = editor.state_dict()
+    delta = state_delta(before, after)
+    rebuilt = apply_state_delta(before, delta)
+    assert rebuilt.meta == after.meta and set(rebuilt.tensors) == set(after.tensors)
+    assert all(torch.equal(rebuilt.tensors[name], after.tensors[name]) for name in after.tensors)
+    assert delta.nbytes() < 0.75 * after.nbytes()  # the edit's change, not the whole state
+    clone = make_editor(tokenizer, **{"n_iter": 20, **changes})
+    clone.load_state_dict(rebuilt)
+    editor.apply_edit(requests[2])
+    clone.apply_edit(requests[2])
+    assert [d.route.memory for d in editor.route([r.prompt for r in requests])] == \
+        [d.route.memory for d in clone.route([r.prompt for r in requests])]

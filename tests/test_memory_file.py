@@ -11,26 +11,28 @@ import textwrap
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from tiny_model import FIXTURES, TINY_SETTINGS, requests_from, save_tiny_model, tiny_loaded, tiny_tokenizer
 
-from test_engine import TINY_SETTINGS, requests_from
-from tiny_model import FIXTURES, save_tiny_model, tiny_loaded, tiny_tokenizer
+from wise_gui.app.apply_loop import run_to_summary
+from wise_gui.app.workspace import WorkspaceService
 from wise_gui.cli import main
 from wise_gui.core.datasets import load_requests
 from wise_gui.core.edits import EditRequest
-from wise_gui.core.evaluation import evaluate, teacher_forced_accuracy
+from wise_gui.core.evaluation import evaluate, teacher_forced
+from wise_gui.core.inference import MAIN
 from wise_gui.core.memory_file import (
+    FORMAT_VERSION,
     MemoryFileMismatch,
     apply_to_editor,
     attach_memory_file,
-    editor_state,
-    load_editor_state,
+    editor_identity,
+    memory_file_contents,
+    parse,
     save_memory_file,
 )
 from wise_gui.core.models import load_model
 from wise_gui.core.wise.editor import WiseEditor
-from wise_gui.core.wise.memory import MAIN
 from wise_gui.store import EditStatus, import_requests, open_store
-from wise_gui.store.runner import apply_queued, open_for_model
 
 DATA = FIXTURES / "zsre_engine_30.json"
 N_EDITS = 4
@@ -48,8 +50,8 @@ def records():
 
 
 def memories(editor):
-    state = editor.state
-    return state.merged + state.saved + [state.shard]
+    layout = editor.memories
+    return layout.merged + layout.saved + [layout.shard]
 
 
 def assert_same_state(a: WiseEditor, b: WiseEditor) -> None:
@@ -58,9 +60,9 @@ def assert_same_state(a: WiseEditor, b: WiseEditor) -> None:
         assert torch.equal(x.weight, y.weight)
         assert (x.edit_ids, x.edit_scores, x.mask_seed) == (y.edit_ids, y.edit_scores, y.mask_seed)
     for name in ("total_edits", "shards_started", "merge_events"):
-        assert getattr(a.state, name) == getattr(b.state, name)
-    assert (a.edit_log, a.irrelevant_cursor, a.context_templates, a.layer_scale, a.settings) == (
-        b.edit_log, b.irrelevant_cursor, b.context_templates, b.layer_scale, b.settings)
+        assert getattr(a.memories, name) == getattr(b.memories, name)
+    assert (a.edit_log, a.state.irrelevant_cursor, a.context_templates, a.layer_scale, a.settings) == (
+        b.edit_log, b.state.irrelevant_cursor, b.context_templates, b.layer_scale, b.settings)
 
 
 def test_the_whole_state_round_trips_bit_exactly_and_editing_goes_on_identically(tokenizer, records, tmp_path):
@@ -76,7 +78,11 @@ def test_the_whole_state_round_trips_bit_exactly_and_editing_goes_on_identically
 
     reloaded = attach_memory_file(tiny_loaded(tokenizer=tokenizer), path)
     assert_same_state(original, reloaded)
-    assert [list(m.shape) for m in load_file(path).values() if m.dtype == torch.uint8] == [[64 * 128 // 8]] * 3
+    # Each memory is stored as the positions and values of its changed entries (the shard being filled,
+    # still equal to W, has none), named by the shard it started as.
+    stored = load_file(path)
+    assert sorted(n for n in stored if n.endswith(".positions")) == [f"state.memory.{i}.positions" for i in (1, 3, 4)]
+    assert stored["state.memory.4.positions"].numel() == 0
     # The next edit trains the same shard with the same mask, templates and irrelevant samples.
     original.apply_edit(requests[6])
     reloaded.apply_edit(requests[6])
@@ -84,8 +90,47 @@ def test_the_whole_state_round_trips_bit_exactly_and_editing_goes_on_identically
 
     # The in-memory pair of functions is the same round trip, without a file.
     third = WiseEditor(tiny_loaded(tokenizer=tokenizer), settings)
-    load_editor_state(third, *editor_state(original))
+    tensors, metadata = memory_file_contents(editor_identity(original), original.settings, original.state_dict())
+    parse(tensors, metadata, "test").restore_into(third)
     assert_same_state(original, third)
+
+
+def test_a_first_format_file_is_still_read(tokenizer, records, tmp_path):
+    """Format 1 kept a packed bit mask per memory; such files (and old workspaces' checkpoints) still load."""
+    import hashlib
+
+    from wise_gui.core.memory_file import _checksum
+
+    editor = WiseEditor(tiny_loaded(tokenizer=tokenizer), TINY_SETTINGS.replace(n_iter=20))
+    for request in requests_from(records, 2):
+        editor.apply_edit(request)
+    state = editor.state_dict()
+    shifts = 2 ** torch.arange(7, -1, -1, dtype=torch.uint8)
+    tensors, records_v1 = {}, []
+    for i, record in enumerate(state.meta["memories"]):
+        name = f"memory.{record['id']}"
+        changed = torch.zeros(64 * 128, dtype=torch.bool)
+        changed[state.tensors[f"{name}.positions"].long()] = True
+        tensors[f"memory.{i}.changed"] = (changed.view(-1, 8).to(torch.uint8) * shifts).sum(-1, dtype=torch.uint8)
+        tensors[f"memory.{i}.values"] = state.tensors[f"{name}.values"]
+        records_v1.append({k: record[k] for k in ("kind", "edit_ids", "edit_scores", "mask_seed")} | {"mask_ratio": 0.5})
+    saved = {"memories": records_v1, "total_edits": 2, "shards_started": state.meta["shards_started"],
+             "merge_events": state.meta["merge_events"], "edit_log": state.meta["edit_log"],
+             "irrelevant_cursor": state.meta["irrelevant_cursor"], "context_templates": state.meta["templates"],
+             "layer_scale": state.meta["layer_scale"]}
+    settings = json.loads(editor.settings.to_json())
+    settings.pop("method")
+    settings = {k: v for k, v in settings.items() if k in ("lr", "n_iter", "layer")} | {"retrieve": True,
+                                                                                           "save_freq": 1, "merge_freq": 1}
+    metadata = {"format": "wise-gui-memory", "format_version": "1",
+                "identity": editor_identity(editor).to_json(), "state": json.dumps(saved), "settings": json.dumps(settings)}
+    metadata["checksum"] = _checksum(tensors, metadata)
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, old, metadata=metadata)
+    assert hashlib.sha256(old.read_bytes()).hexdigest()  # a real file on disk
+    reloaded = attach_memory_file(tiny_loaded(tokenizer=tokenizer), old, settings_override=editor.settings)
+    assert [torch.equal(x.weight, y.weight) for x, y in zip(memories(editor), memories(reloaded))] == [True] * 3
+    assert [d.route.memory for d in reloaded.route([r["src"] for r in records[:2]])] == [0, 1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,9 +144,12 @@ def exported(tmp_path_factory, tokenizer, records):
     db = folder / "ws.sqlite"
     with open_store(db) as store:
         import_requests(store, requests_from(records, N_EDITS), status=EditStatus.QUEUED)
-    store, editor = open_for_model(db, load_model(str(model_dir)), TINY_SETTINGS)
-    with store:
-        assert len(apply_queued(store, editor).applied) == N_EDITS
+    service = WorkspaceService(loader=lambda *_: load_model(str(model_dir)), settings_override=TINY_SETTINGS)
+    service.load_model(str(model_dir))
+    service.open(db)
+    assert len(run_to_summary(service.apply()).applied) == N_EDITS
+    editor = service.editor
+    service.store.close()  # the editor stays attached, for the comparisons below
     memory = folder / "facts.safetensors"
     assert main(["export", "--db", str(db), "--out", str(memory)]) == 0
     return model_dir, memory, editor
@@ -122,24 +170,27 @@ RELOAD_SCRIPT = textwrap.dedent("""
     import json, sys
     from safetensors.torch import save_file
     from wise_gui.core.edits import EditRequest
-    from wise_gui.core.evaluation import teacher_forced_accuracy
+    from wise_gui.core.evaluation import teacher_forced
     from wise_gui.core.memory_file import attach_memory_file
     from wise_gui.core.models import load_model
+    from wise_gui.core.tokens import pad_id, pad_rows
 
     model_dir, memory, probes_path, out = sys.argv[1:]
     probes = json.load(open(probes_path))
     editor = attach_memory_file(load_model(model_dir), memory)
     result, logits = {}, {}
     for name, (prompts, answers) in probes["sets"].items():
-        result[name] = [[d.memory, d.score] for d in editor.route(prompts)]
-        editor.teacher_forced(prompts, answers)
-        logits[name] = editor._last_logits.contiguous()
+        result[name] = [[d.route.memory, d.route.score] for d in editor.route(prompts)]
+        p = editor.prompter
+        batch = pad_rows([p.with_target(p.question(q), a) for q, a in zip(prompts, answers)], pad_id(editor.tokenizer))
+        with editor.layer.routed(batch.score_mask):
+            logits[name] = editor._logits(batch).contiguous()
     edits = probes["sets"]["edit"]
     editor.apply_edit(EditRequest(*probes["next_edit"]))
     result["after_next_edit"] = {
-        "routes": [d.memory for d in editor.route(edits[0])],
-        "rel": teacher_forced_accuracy(editor, edits[0], edits[1]),
-        "answers": editor.generate(edits[0], max_new_tokens=8),
+        "routes": [d.route.memory for d in editor.route(edits[0])],
+        "rel": [t.accuracy for t in teacher_forced(editor, edits[0], edits[1])],
+        "answers": [a.text for a in editor.generate(edits[0], max_new_tokens=8)],
         "total_edits": editor.state.total_edits,
     }
     json.dump(result, open(out + ".json", "w"))
@@ -159,12 +210,17 @@ def test_a_fresh_process_reproduces_routing_and_logits_and_can_go_on_editing(exp
     result = json.loads(out.with_suffix(".json").read_text())
     logits = load_file(out.with_suffix(".safetensors"))
 
+    from wise_gui.core.tokens import pad_id, pad_rows
+
     for name, (prompts, answers) in sets.items():
         expected_routes = editor.route(prompts)
-        assert [memory for memory, _ in result[name]] == [d.memory for d in expected_routes], name
-        assert [score for _, score in result[name]] == pytest.approx([d.score for d in expected_routes], abs=1e-6)
-        editor.teacher_forced(prompts, answers)
-        assert torch.allclose(logits[name], editor._last_logits, atol=1e-6, rtol=0), name
+        assert [memory for memory, _ in result[name]] == [d.route.memory for d in expected_routes], name
+        assert [score for _, score in result[name]] == pytest.approx([d.route.score for d in expected_routes], abs=1e-6)
+        p = editor.prompter
+        batch = pad_rows([p.with_target(p.question(q), a) for q, a in zip(prompts, answers)], pad_id(editor.tokenizer))
+        with editor.layer.routed(batch.score_mask):
+            here = editor._logits(batch)
+        assert torch.allclose(logits[name], here, atol=1e-6, rtol=0), name
     assert all(memory != MAIN for memory, _ in result["edit"])
     assert any(memory == MAIN for memory, _ in result["unrelated"])  # both routes were compared
 
@@ -174,10 +230,10 @@ def test_a_fresh_process_reproduces_routing_and_logits_and_can_go_on_editing(exp
     prompts, targets = sets["edit"]
     later = result["after_next_edit"]
     assert later["total_edits"] == editor.state.total_edits == N_EDITS + 1
-    assert later["routes"] == [d.memory for d in editor.route(prompts)]
+    assert later["routes"] == [d.route.memory for d in editor.route(prompts)]
     assert all(route != MAIN for route in later["routes"])
-    assert later["rel"] == teacher_forced_accuracy(editor, prompts, targets)
-    assert later["answers"] == editor.generate(prompts, max_new_tokens=8)
+    assert later["rel"] == [t.accuracy for t in teacher_forced(editor, prompts, targets)]
+    assert later["answers"] == [a.text for a in editor.generate(prompts, max_new_tokens=8)]
     editor.restore(snapshot)
 
 
@@ -188,11 +244,11 @@ def test_eval_command_gives_the_in_process_metrics(exported, tmp_path):
                     "--limit", str(N_EDITS), "--json", str(out), "--model", str(model_dir)],
                    check=True, env=ENV, capture_output=True, text=True)
     result = json.loads(out.read_text())
-    expected = evaluate(editor, load_requests(DATA, limit=N_EDITS))
+    expected = evaluate(editor, load_requests(DATA, limit=N_EDITS), edit_indices=list(range(N_EDITS)))
     assert result["n_edits"] == N_EDITS and result["layer"] == TINY_SETTINGS.layer
     for key in ("rel", "gen", "loc", "gen_success"):
-        assert result[key] == getattr(expected, key), key
-    assert result["per_edit"] == expected.per_edit
+        assert result[key] == getattr(expected.mean, key), key
+    assert result["per_edit"] == json.loads(json.dumps([edit.to_dict() for edit in expected.edits]))
     assert result["rel"] > 0
 
 
@@ -238,10 +294,10 @@ def missing(path, tmp_path):
 @pytest.mark.parametrize("damage, message", [
     (truncated, "is truncated or damaged"),
     (tampered, "checksum does not match"),
-    (newer_version, "format version 99, but this wise-gui reads versions up to 1"),
+    (newer_version, f"format version 99, but this wise-gui reads versions up to {FORMAT_VERSION}"),
     (not_a_memory_file, "is not a WISE memory file"),
     (missing, "No memory file at"),
-])  # fmt: skip
+])
 def test_eval_refuses_a_damaged_or_unknown_file(exported, tmp_path, capsys, damage, message):
     model_dir, memory, _ = exported
     broken = damage(memory, tmp_path)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_model import save_tiny_model, tiny_tokenizer
 from transformers import BertConfig, BertModel
 
-from tiny_model import save_tiny_model, tiny_tokenizer
 from wise_gui.cli import main
-from wise_gui.core.models import ModelLoadError, default_cache_folder, generate, load_model
+from wise_gui.core.inference import BareModel
+from wise_gui.core.models import ModelLoadError, default_cache_folder, load_model
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,8 @@ def test_default_model_answers_paris(default_model):
     assert default_model.name == "SmolLM2-135M-Instruct"
     assert default_model.dtype == torch.float32 and default_model.device.type == "cpu"
     assert default_model.has_chat_template
-    assert "Paris" in generate(default_model, "The capital of France is", max_new_tokens=8)
+    answer = BareModel(default_model).generate(["The capital of France is"], max_new_tokens=8, first_sentence_only=False)
+    assert "Paris" in answer[0].text
 
 
 @pytest.mark.slow
@@ -43,8 +45,17 @@ def test_first_load_converts_the_gguf_once(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_generate_command_prints_the_answer(capsys):
-    assert main(["generate", "--model", "default", "--prompt", "The capital of France is"]) == 0
+    assert main(["generate", "--model", "default", "--raw", "--prompt", "The capital of France is"]) == 0
     assert "Paris" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_question_is_asked_through_the_chat_template_and_never_answered_blank(capsys):
+    # Asked as a raw completion, SmolLM2 ends this question at once (an empty answer); through its chat
+    # template, the default, it answers.
+    assert main(["generate", "--model", "default", "--prompt", "What is the capital of France?"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert "Paris" in printed and printed.splitlines()[0].strip()
 
 
 def test_missing_path_is_named(tmp_path):

@@ -119,8 +119,10 @@ def test_help_lists_every_command_on_one_line():
 
 
 def test_version_and_help_from_the_command_line():
-    run = lambda *args: subprocess.run([sys.executable, "-m", "wise_gui", *args], capture_output=True,
-                                       text=True, timeout=120, cwd=ROOT)
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "wise_gui", *args], capture_output=True, text=True, timeout=120,
+                              cwd=ROOT)
+
     version = run("--version")
     assert version.returncode == 0 and version.stdout.strip() == f"wise-gui {__version__}"
     helped = run("--help")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import torch
 from sqlalchemy import inspect, select, text
 
+from wise_gui.app.transfer import export_edits, import_file
 from wise_gui.core.datasets import DatasetError, read_dataset
 from wise_gui.core.edits import EditRequest, LocalityCheck
 from wise_gui.store import (
@@ -18,9 +20,8 @@ from wise_gui.store import (
     FingerprintMismatch,
     OutcomeFields,
     StoreError,
+    WorkspaceInUse,
     default_db_path,
-    export_edits,
-    import_file,
     import_requests,
     next_apply_order,
     next_free_path,
@@ -35,7 +36,7 @@ from wise_gui.store.schema import Base, EditOutcome
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLES = ["zsre_sample.json", "counterfact_sample.json", "hallucination_sample.json", "temporal_sample.json",
-           "edits_repeated_columns.csv"]  # fmt: skip
+           "edits_repeated_columns.csv"]
 MODEL = dict(model_source="default", fingerprint="sha256:aaaa", layer=27, module_name="model.layers.27.mlp.down_proj")
 
 
@@ -50,11 +51,12 @@ def request(n: int, **changes) -> EditRequest:
         EditRequest(f"Question {n}?", f"Answer {n}", paraphrases=(f"Rephrased {n}?",),
                     locality=(LocalityCheck(f"Unrelated {n}?", "same"),)),
         **changes,
-    )  # fmt: skip
+    )
 
 
-def apply(store, edit_id: int, step: float = 1.0):
-    return store.save_applied(edit_id, OutcomeFields(rel=1.0, loss_curve=[2.0, 0.5]), {"w": torch.full((2,), step)}, {})
+def apply(store, edit_id: int, step: float = 1.0, kind: str = "full"):
+    return store.save_applied(edit_id, OutcomeFields(rel=1.0, loss_curve=[2.0, 0.5]), {"w": torch.full((2,), step)}, {},
+                              kind)
 
 
 # -- schema, pragmas, versions ------------------------------------------------------------------
@@ -119,6 +121,7 @@ def test_default_location_follows_the_environment(tmp_path, monkeypatch):
 
 def test_another_model_is_refused_until_a_new_workspace_is_started(tmp_path, store):
     store.add_edit(request(1))
+    store.lock.release()  # as if the program that had it open ended: the workspace is free again
     other = dict(MODEL, model_source="/models/other", fingerprint="sha256:bbbb")
     with pytest.raises(FingerprintMismatch) as refused:
         open_workspace(store.path, **other)
@@ -134,6 +137,7 @@ def test_another_model_is_refused_until_a_new_workspace_is_started(tmp_path, sto
 
 
 def test_new_workspace_reclaims_a_database_without_edits(store):
+    store.lock.release()
     other = dict(MODEL, fingerprint="sha256:cccc")
     with open_workspace(store.path, **other, new_workspace=True) as reclaimed:
         assert reclaimed.workspace.fingerprint == "sha256:cccc"
@@ -149,12 +153,25 @@ def test_an_imported_database_is_claimed_by_the_first_model(tmp_path):
 
 def test_the_layer_is_fixed_once_edits_are_applied(store):
     moved = dict(MODEL, layer=20, module_name="model.layers.20.mlp.down_proj")
+    store.lock.release()
     with open_workspace(store.path, **moved) as reopened:  # nothing applied yet: allowed
         assert reopened.workspace.layer == 20
     edit_id = store.add_edit(request(1))
     apply(store, edit_id)
     with pytest.raises(StoreError, match="cannot switch to layer 27"):
         open_workspace(store.path, **MODEL)
+
+
+def test_one_writer_at_a_time_and_a_released_lock_is_free_again(store):
+    with pytest.raises(WorkspaceInUse, match=rf"in use by process {os.getpid()} "):
+        open_workspace(store.path, **MODEL)
+    with open_workspace(store.path, **MODEL, read_only=True) as viewer:  # browsing needs no lock
+        assert viewer.read_only and viewer.count_edits() == 0
+        with pytest.raises(StoreError, match="open read-only"):
+            viewer.save_applied(1, OutcomeFields(), {}, {})
+    store.lock.release()
+    with open_workspace(store.path, **MODEL) as second:
+        assert second.lock.held
 
 
 # -- import and export ---------------------------------------------------------------------------
@@ -272,30 +289,39 @@ def test_a_failed_save_leaves_no_checkpoint_and_no_applied_edit(store, monkeypat
     assert list(store.checkpoint_dir.glob("*")) == []
 
 
-def test_apply_prune_and_undo(tmp_path):
-    with open_workspace(tmp_path / "ws.sqlite", **MODEL, keep_checkpoints=2) as store:
-        ids = [store.add_edit(request(n), status=EditStatus.QUEUED) for n in range(4)]
-        for step, edit_id in enumerate(ids, start=1):
+def test_the_checkpoint_chain_is_pruned_to_two_full_states_and_undone_within_it(tmp_path):
+    kinds = ["full", "delta", "delta", "full", "delta", "full", "delta"]
+    with open_workspace(tmp_path / "ws.sqlite", **MODEL) as store:
+        ids = [store.add_edit(request(n), status=EditStatus.QUEUED) for n in range(len(kinds))]
+        for step, (edit_id, kind) in enumerate(zip(ids, kinds), start=1):
             assert store.next_queued().id == edit_id
             store.mark_applying(edit_id)
-            ref = apply(store, edit_id, step)
-            assert ref.apply_order == step and ref.path.name == f"state-{step:06d}.safetensors"
-        assert sorted(p.name for p in store.checkpoint_dir.iterdir()) == ["state-000003.safetensors",
-                                                                           "state-000004.safetensors"]  # fmt: skip
+            ref = apply(store, edit_id, step, kind)
+            prefix = "state" if kind == "full" else "delta"
+            assert ref.apply_order == step and ref.path.name == f"{prefix}-{step:06d}.safetensors"
+        # The two newest full states (4 and 6) and the deltas after the older one are kept.
+        assert sorted(p.name for p in store.checkpoint_dir.iterdir()) == [
+            "delta-000005.safetensors", "delta-000007.safetensors", "state-000004.safetensors",
+            "state-000006.safetensors"]
         assert [d.id for d in store.applied_edits()] == ids
         assert store.latest_outcome(ids[0]).checkpoint_path is None  # pruned: the reference went first
+        assert [(r.apply_order, r.kind) for r in store.checkpoint_chain()] == [(6, "full"), (7, "delta")]
 
-        assert store.roll_back_last() == ids[3]
+        assert store.roll_back_last() == ids[6]  # back to state 6 alone
+        assert [r.apply_order for r in store.checkpoint_chain()] == [6]
+        assert store.roll_back_last() == ids[5]  # back to 4 + delta 5
+        assert [r.apply_order for r in store.checkpoint_chain()] == [4, 5]
+        assert torch.equal(read_checkpoint(store.checkpoint_chain()[0].path)[0]["w"], torch.full((2,), 4.0))
+        assert store.roll_back_last() == ids[4]
         latest = store.latest_checkpoint()
-        assert (latest.apply_order, latest.edit_id) == (3, ids[2])
-        assert torch.equal(read_checkpoint(latest.path)[0]["w"], torch.full((2,), 3.0))
+        assert (latest.apply_order, latest.edit_id) == (4, ids[3])
         with pytest.raises(StoreError, match="no longer kept"):
-            store.roll_back_last()
-        assert store.get_edit(ids[3]).status == "rolled_back"
-        assert store.summary().by_status["applied"] == 3
+            store.roll_back_last()  # the state after edit 3 went with the pruning
+        assert store.get_edit(ids[4]).status == "rolled_back"
+        assert store.summary().by_status["applied"] == 4
 
-        store.mark_queued([ids[3]])  # applied again it takes the freed number
-        assert apply(store, ids[3]).apply_order == 4
+        store.mark_queued([ids[4]])  # applied again it takes the freed number
+        assert apply(store, ids[4], kind="delta").apply_order == 5
 
 
 def test_undo_of_the_only_edit_returns_to_the_unedited_model(store):
@@ -365,6 +391,7 @@ def test_ten_thousand_edits_are_counted_paged_and_sorted(store):
 
 
 def test_routing_probes_are_kept_newest_first(store):
-    store.record_probe("Who?", "side 0", 1.7, 1.2, "Me")
-    store.record_probe("What?", "main", 0.3, 1.2, "That")
-    assert [(p.prompt, p.memory) for p in store.recent_probes()] == [("What?", "main"), ("Who?", "side 0")]
+    store.record_probe("Who?", "chat", 0, "merged", 1.7, 1.2, "Me")
+    store.record_probe("What?", "raw", -1, "main", 0.3, 1.2, "That")
+    assert [(p.prompt, p.form, p.memory_index, p.memory_kind) for p in store.recent_probes()] == [
+        ("What?", "raw", -1, "main"), ("Who?", "chat", 0, "merged")]

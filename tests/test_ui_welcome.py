@@ -20,10 +20,10 @@ def test_welcome_state_loads_the_sample_edits_and_they_apply(qtbot, open_window)
 
     assert window.store.count_edits() == 0
     assert window.welcome.isVisible()
-    assert "Apply all queued" in window.welcome_text.text()
-    assert window.sample_button.text() == "Load 10 sample ZsRE edits" and window.sample_button.isEnabled()
+    assert "Apply all queued" in window.welcome.text.text()
+    assert window.welcome.sample_button.text() == "Load 10 sample ZsRE edits" and window.welcome.sample_button.isEnabled()
 
-    qtbot.mouseClick(window.sample_button, Qt.LeftButton)
+    qtbot.mouseClick(window.welcome.sample_button, Qt.LeftButton)
 
     assert window.table_model.rowCount() == 10
     assert not window.welcome.isVisible()
@@ -47,14 +47,18 @@ def test_welcome_state_loads_the_sample_edits_and_they_apply(qtbot, open_window)
 def test_welcome_state_shows_while_the_model_loads_and_returns_when_the_list_is_empty(qtbot, open_window):
     window = open_window(ready=False)
     assert window.welcome.isVisible()  # the empty workspace is listed before the model is loaded
+    # Issue 15.9: no settings are made up while the model loads (no 0.000, no layer 0), and none apply.
+    assert not window.model_panel.showing_settings and not window.model_panel.layer.isVisible()
+    assert not window.model_panel.apply_settings_button.isEnabled() and not window.apply_queued_action.isEnabled()
     window.load_sample_edits()  # a short write on the GUI thread: works during the load
     assert window.table_model.rowCount() == 10 and not window.welcome.isVisible()
-    qtbot.waitUntil(lambda: window.editor is not None and not window.busy, timeout=RUN_MS)
+    qtbot.waitUntil(lambda: window.service.editor is not None and not window.busy, timeout=RUN_MS)
     assert window.table_model.rowCount() == 10 and not window.welcome.isVisible()
+    assert window.model_panel.showing_settings and window.model_panel.layer.value() == 3
 
     # Deleting every edit brings the welcome back; typing a new one hides it again.
     window.table.selectAll()
-    window.delete_selected()
+    window.edit_list.delete_selected()
     assert window.store.count_edits() == 0 and window.welcome.isVisible()
     window.table.start_new_edit()
     assert not window.welcome.isVisible()

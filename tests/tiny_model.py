@@ -6,13 +6,27 @@ import json
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, decoders, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from wise_gui.core.edits import EditRequest, LocalityCheck
 from wise_gui.core.models import LoadedModel
+from wise_gui.core.wise.settings import WiseSettings
 
 INIT_RANGE = 0.1
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# What makes edits stick on a 4-layer random model (its logits are nearly flat, so it needs a
+# stronger push than a trained model): the last layer, a larger shard subspace, more steps; like
+# the SmolLM2 presets, relative margins and one retrieve memory per edit.
+TINY_SETTINGS = WiseSettings(layer=3, lr=1.0, n_iter=100, mask_ratio=0.5, margin_scale="relative",
+                             alpha=0.3, beta=2.0, gamma=1.0, n_templates=2, n_irrelevant=4, act_ratio=0.5,
+                             method="wise-retrieve", save_freq=1, merge_freq=1)
+
+
+def requests_from(records, n, start=0) -> list[EditRequest]:
+    return [EditRequest(r["src"], r["alt"], paraphrases=(r["rephrase"],), locality=(LocalityCheck(r["loc"], r["loc_ans"]),))
+            for r in records[start:start + n]]
 
 
 def corpus() -> list[str]:

@@ -1,3 +1,3 @@
-from wise_gui.cli import main
+from wise_gui.entry import main
 
 raise SystemExit(main())

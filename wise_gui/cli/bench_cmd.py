@@ -1,5 +1,5 @@
-"""`wise-gui bench`: T sequential edits from a dataset, then Rel / Gen / Loc of all T, speed and memory;
-several methods (WISE-Merge, WISE-Retrieve, FT-L, GRACE) and several T in one run."""
+"""`wise-gui bench`: T sequential edits from datasets, then Rel / Gen / Loc of all T (teacher-forced and
+live decoding, raw and chat form), speed and memory; several methods and several T in one run."""
 
 from __future__ import annotations
 
@@ -16,19 +16,32 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", default=None,
                         help='JSON object overriding WISE settings, e.g. \'{"lr": 1.0, "n_iter": 70}\'')
     parser.add_argument("--reference-settings", action="store_true",
-                        help="the paper's LLaMA-2-7B hyperparameters instead of the model's preset")
+                        help="the paper's LLaMA-2-7B hyperparameters instead of the method's preset")
+    parser.add_argument("--preset", dest="method", default=None, metavar="NAME",
+                        help="the WISE-engine preset to start from: wise-index (default), wise-retrieve, memoir, wise-merge")
 
 
-def settings_from_args(args: argparse.Namespace, loaded):
+def settings_from_args(args: argparse.Namespace, loaded, name: str | None = None):
+    """The settings of WISE-engine method `name` (default: --preset, else the default preset): its preset
+    (or the paper's values with its layout), then --settings, then --layer."""
+    from wise_gui.core.bench import method_settings
     from wise_gui.core.errors import WiseGuiError
-    from wise_gui.core.wise.settings import WiseSettings, preset_for, reference_settings
+    from wise_gui.core.wise.presets import DEFAULT_PRESET
+    from wise_gui.core.wise.settings import SettingsError, WiseSettings, reference_settings
 
-    settings = reference_settings() if args.reference_settings else preset_for(loaded.model_type, loaded.n_parameters)
+    try:
+        settings = method_settings(name or getattr(args, "method", None) or DEFAULT_PRESET)
+    except ValueError as exc:
+        raise WiseGuiError(str(exc)) from None
+    if args.reference_settings:
+        settings = reference_settings().replace(method=settings.method)
     if args.settings:
         try:
             changes = json.loads(args.settings)
-            settings = WiseSettings.from_dict({**json.loads(settings.to_json()), **changes})
-        except (json.JSONDecodeError, ValueError, TypeError) as exc:
+            if not isinstance(changes, dict):
+                raise SettingsError("it must be a JSON object")
+            settings = WiseSettings.from_dict({**settings.to_dict(), **changes})
+        except (json.JSONDecodeError, SettingsError, TypeError) as exc:
             raise WiseGuiError(f"--settings is not a valid settings object: {exc}") from None
     if args.layer is not None:
         settings = settings.replace(layer=args.layer)
@@ -39,13 +52,14 @@ def _comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def methods_from_args(args: argparse.Namespace) -> list[str] | None:
-    """--method names, checked before the model loads; None without the option."""
+def methods_from_args(args: argparse.Namespace) -> list[str]:
+    """--method names, checked before the model loads (default: the default preset)."""
     from wise_gui.core.bench import METHODS
     from wise_gui.core.errors import WiseGuiError
+    from wise_gui.core.wise.presets import DEFAULT_PRESET
 
     if args.method is None:
-        return None
+        return [DEFAULT_PRESET]
     methods = _comma_list(args.method)
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods or len(set(methods)) != len(methods):
@@ -53,24 +67,27 @@ def methods_from_args(args: argparse.Namespace) -> list[str] | None:
     return methods
 
 
-def default_methods(settings) -> list[str]:
-    """Without --method: the one WISE variant the settings describe (wise-retrieve for the preset)."""
-    return ["wise-retrieve" if settings.retrieve else "wise"]
-
-
-def chunk_sizes_from_args(args: argparse.Namespace, n_records: int) -> list[int]:
-    """--chunk T values; without it one chunk of all records (the paper's protocol with T = --limit)."""
+def _int_list(text: str | None, option: str, low: int, high: int) -> list[int]:
     from wise_gui.core.errors import WiseGuiError
 
-    if args.chunk is None:
-        return [n_records]
+    if text is None:
+        return []
     try:
-        sizes = [int(item) for item in _comma_list(args.chunk)]
+        values = [int(item) for item in _comma_list(text)]
     except ValueError:
-        sizes = []
-    if not sizes or any(not 0 < size <= n_records for size in sizes):
-        raise WiseGuiError(f"--chunk takes T values between 1 and the {n_records} records read; got {args.chunk!r}.")
-    return sizes
+        values = []
+    if not values or any(not low <= value <= high for value in values):
+        raise WiseGuiError(f"{option} takes whole numbers between {low} and {high}; got {text!r}.")
+    return values
+
+
+def forms_from_args(args: argparse.Namespace) -> tuple[str, ...]:
+    from wise_gui.core.errors import WiseGuiError
+
+    forms = tuple(_comma_list(args.query_format))
+    if not forms or any(f not in ("raw", "chat") for f in forms):
+        raise WiseGuiError(f"--query-format takes raw, chat or raw,chat; got {args.query_format!r}.")
+    return forms
 
 
 def baseline_settings_from_args(args: argparse.Namespace) -> dict:
@@ -93,16 +110,27 @@ def baseline_settings_from_args(args: argparse.Namespace) -> dict:
 def register(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="apply N dataset edits in sequence, then measure Rel/Gen/Loc, speed, memory")
     add_model_arguments(parser)
-    add_settings_arguments(parser)
-    parser.add_argument("--data", required=True, help="ZsRE, CounterFact, hallucination or temporal JSON file")
+    parser.add_argument("--layer", type=int, default=None, help="decoder layer to edit (default: the model's preset)")
+    parser.add_argument("--settings", default=None,
+                        help='JSON object overriding the settings of every WISE-engine method, e.g. \'{"n_iter": 70}\'')
+    parser.add_argument("--reference-settings", action="store_true",
+                        help="the paper's LLaMA-2-7B hyperparameters (with each method's layout) instead of the presets")
+    parser.add_argument("--data", required=True, nargs="+", metavar="FILE",
+                        help="ZsRE, CounterFact, hallucination or temporal JSON files, read one after the other")
     parser.add_argument("--limit", type=int, required=True, help="number of records to use (T, without --chunk)")
     parser.add_argument("--start", type=int, default=0, help="first record to use")
     parser.add_argument("--method", default=None, metavar="LIST",
-                        help="comma-separated methods on the same layer and records: wise (WISE-Merge), wise-retrieve, "
-                             "ft-l, grace (default: wise-retrieve, or wise when the settings say retrieve=false)")
+                        help="comma-separated methods on the same layer and records: wise-index, wise-retrieve, memoir, "
+                             "wise-merge (or wise), ft-l, grace (default: wise-index)")
     parser.add_argument("--chunk", default=None, metavar="T[,T...]",
                         help="edits per evaluation: the records are cut into chunks of T, each edited from the unedited "
                              "state and evaluated, and the chunks averaged; several T give one row each (default: --limit)")
+    parser.add_argument("--eval-at", default=None, metavar="T[,T...]",
+                        help="also evaluate the one sequential run after its first T edits (one row each)")
+    parser.add_argument("--query-format", default="raw,chat", metavar="FORMS",
+                        help="how live decoding asks: raw, chat or raw,chat (default; chat needs a chat template)")
+    parser.add_argument("--pool", default=None, metavar="FILE[:START]",
+                        help="take the irrelevant samples (loc + answer) from these records instead of the default pool")
     parser.add_argument("--ft-settings", default=None, metavar="JSON",
                         help='FT-L settings overrides, e.g. \'{"lr": 5e-4, "n_iter": 25, "norm_constraint": 5e-4}\'')
     parser.add_argument("--grace-settings", default=None, metavar="JSON",
@@ -136,25 +164,46 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
+def _pool(spec: str | None) -> list[str] | None:
+    from wise_gui.core.datasets import irrelevant_samples
+
+    if spec is None:
+        return None
+    path, _, start = spec.rpartition(":") if spec.rpartition(":")[2].isdigit() else (spec, "", "0")
+    return irrelevant_samples(path, start=int(start or 0))
+
+
 def run(args: argparse.Namespace) -> int:
-    from wise_gui.core.bench import build_method, chunk_starts, markdown_table, profile_for, run_suite, write_rows_json
-    from wise_gui.core.datasets import load_requests, read_dataset
+    from wise_gui.core.bench import (
+        WISE_METHODS,
+        build_method,
+        chunk_starts,
+        markdown_table,
+        profile_for,
+        run_suite,
+        write_rows_json,
+    )
+    from wise_gui.core.datasets import load_requests_from, read_dataset
     from wise_gui.core.errors import WiseGuiError
 
-    requests = load_requests(args.data, start=args.start, limit=args.limit)
+    requests = load_requests_from(args.data, start=args.start, limit=args.limit)
     if not requests:
-        raise WiseGuiError(f"{args.data} has no records from {args.start} on.")
-    profile = profile_for(read_dataset(args.data, start=args.start, limit=1).format)
+        raise WiseGuiError(f"{', '.join(args.data)} hold no records from {args.start} on.")
+    profile = profile_for(read_dataset(args.data[0], limit=1).format)
     methods = methods_from_args(args)
-    sizes = chunk_sizes_from_args(args, len(requests))
+    sizes = _int_list(args.chunk, "--chunk", 1, len(requests)) or [len(requests)]
+    eval_at = tuple(_int_list(args.eval_at, "--eval-at", 1, len(requests)))
+    if eval_at and sizes != [len(requests)]:
+        raise WiseGuiError("--eval-at evaluates one sequential run: use it without --chunk.")
+    forms = forms_from_args(args)
     baseline_settings = baseline_settings_from_args(args)
-    loaded = load_from_args(args)
-    settings = settings_from_args(args, loaded)
-    if args.full_forward:
-        settings = settings.replace(full_forward=True)
-    methods = methods or default_methods(settings)
-    if args.export and (len(methods) != 1 or methods[0] not in ("wise", "wise-retrieve") or sizes != [len(requests)]):
+    pool = _pool(args.pool)
+    if args.export and (len(methods) != 1 or methods[0] not in WISE_METHODS or sizes != [len(requests)]):
         raise WiseGuiError("--export saves one WISE side memory: use it with one WISE method and no --chunk.")
+    loaded = load_from_args(args)
+    wise = {name: settings_from_args(args, loaded, name) for name in methods if name in WISE_METHODS}
+    if args.full_forward:
+        wise = {name: s.replace(full_forward=True) for name, s in wise.items()}
     for size in sizes:
         unused = len(requests) - len(chunk_starts(len(requests), size)) * size
         if unused:
@@ -167,9 +216,10 @@ def run(args: argparse.Namespace) -> int:
         save_memory_file(editor, args.export)
         print(f"\nSide memory saved to {args.export}.", file=sys.stderr)
 
-    outcome = run_suite(lambda name: build_method(name, loaded, settings, baseline_settings), methods, requests, sizes,
-                        start=args.start, profile=profile, full_forward_edits=args.compare_full_forward,
-                        on_progress=ProgressLine(), before_rollback=export if args.export else None)
+    outcome = run_suite(lambda name: build_method(name, loaded, wise.get(name), baseline_settings, pool, args.layer),
+                        methods, requests, sizes, start=args.start, profile=profile,
+                        full_forward_edits=args.compare_full_forward, on_progress=ProgressLine(),
+                        before_rollback=export if args.export else None, eval_at=eval_at, forms=forms)
     print(file=sys.stderr)
     results = outcome.results
     if outcome.interrupted:

@@ -86,7 +86,7 @@ def run_edits(args: argparse.Namespace) -> int:
         [str(row.id), "-" if row.apply_order is None else str(row.apply_order), row.status,
          _clip(row.prompt, 50), _clip(row.target, 24)] + [_score(getattr(row, m)) for m in metrics]
         for row in rows
-    ]  # fmt: skip
+    ]
     widths = [max(len(line[i]) for line in [header] + table) for i in range(len(header))]
     for line in [header] + table:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())

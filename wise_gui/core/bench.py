@@ -1,9 +1,13 @@
 """The benchmark runner behind `wise-gui bench` and `wise-gui eval`: T sequential edits, then evaluate all T.
 
-`run_benchmark` is one run of the paper's protocol for one editor. `run_suite` runs several methods
-(WISE-Merge, WISE-Retrieve, FT-L, GRACE) on the same model, layer and records, for several T: the records
-are cut into consecutive chunks of T, each chunk is edited and evaluated from the unedited state (a
-rollback in between), and the chunks' metrics are averaged into one row per method and T.
+`run_benchmark` is one run of the paper's protocol for one method; with `eval_at` the same sequential run
+is also evaluated after its first T edits for each T given (the state after edit T of a longer run is
+the state a run of T edits ends in). `run_suite` runs several methods on the same model, layer and
+records, for several T: the records are cut into consecutive chunks of T, each chunk is edited and
+evaluated from the unedited state, and the chunks' metrics are averaged into one row per method and T.
+
+Edits go through each method's `apply_edit`, for WISE the same per-edit generator the window and
+`wise-gui apply` drive, so the benchmark measures what they do.
 """
 
 from __future__ import annotations
@@ -13,21 +17,23 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
-import torch
 
 from wise_gui.core.baselines import BASELINES, LayerMethod, TrainSettings
 from wise_gui.core.edits import EditRequest
-from wise_gui.core.evaluation import Metrics, evaluate, target_perplexity
+from wise_gui.core.evaluation import Scores, evaluate, mean_scores
 from wise_gui.core.models import LoadedModel
+from wise_gui.core.tokens import QueryForm
 from wise_gui.core.wise.editor import WiseEditor
-from wise_gui.core.wise.settings import WiseSettings, default_layer, merge_variant
+from wise_gui.core.wise.presets import PRESETS, preset
+from wise_gui.core.wise.settings import WiseSettings, default_layer
 
-WISE_METHODS = ("wise", "wise-retrieve")
+# "wise" is WISE-Merge, the name the first benchmarks used.
+WISE_METHODS = ("wise", *PRESETS)
 METHODS = WISE_METHODS + tuple(BASELINES)
+Method = WiseEditor | LayerMethod
 
 
 def peak_rss_mb() -> float:
@@ -54,52 +60,77 @@ class BenchResult:
     n_edits: int
     start: int
     method: str = "wise"
-    rel: float | None = None
-    gen: float | None = None
-    loc: float | None = None
-    gen_success: float | None = None
-    portability: float | None = None
-    ood: float | None = None
+    scores: Scores = field(default_factory=Scores)
+    by_source: dict[str, Scores] = field(default_factory=dict)  # the same, per data file of the records
     seconds_per_edit: float | None = None
     seconds_per_edit_full_forward: float | None = None
     speedup_vs_full_forward: float | None = None  # on the same edits, timed both ways
     iterations_per_edit: float | None = None
+    edit_seconds: list[float] = field(default_factory=list)  # each edit's time, in order (flatness in T)
     peak_rss_mb: float = 0.0
     settings: dict = field(default_factory=dict)
     per_edit: list[dict] = field(default_factory=list)
     chunk_size: int | None = None  # T: edits made in sequence before each evaluation
     chunks: int = 1  # chunks of T records averaged into this row (n_edits = chunk_size x chunks)
     complete: bool = True  # False: the run was interrupted before all chunks were done
-    perplexity: float | None = None  # of the target, clipped at 100 per sample (hallucination set)
     added_state_bytes: float | None = None  # what the method adds to the model (mean over chunks)
     overwrites_weights: bool = False  # the edits change the model's own weight (FT-L)
     tokens_per_second: float | None = None  # greedy generation through the edits
     tokens_per_second_bare: float | None = None  # the same prompts on the unedited model
     inference_overhead: float | None = None  # bare speed / edited speed - 1
 
+    @property
+    def rel(self) -> float | None:
+        return self.scores.rel
+
+    @property
+    def gen(self) -> float | None:
+        return self.scores.gen
+
+    @property
+    def loc(self) -> float | None:
+        return self.scores.loc
+
+    @property
+    def gen_success(self) -> float | None:
+        return self.scores.gen_success
+
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("scores", "by_source")}
+        values.update(self.scores.to_dict())
+        values["by_source"] = {name: scores.to_dict() for name, scores in self.by_source.items()}
+        return values
 
     def table(self) -> str:
         def fmt(value, digits=3):
             return "-" if value is None else f"{value:.{digits}f}"
 
+        s = self.scores
         rows = [
             ("model", self.model), ("layer", str(self.layer)), ("method", self.method),
             ("edits", f"{self.n_edits} (records {self.start}..{self.start + self.n_edits - 1})"),
         ]
         if self.chunks > 1:
             rows.append(("T (edits per chunk)", f"{self.chunk_size}, {self.chunks} chunks averaged"))
-        rows += [("Rel", fmt(self.rel)), ("Gen", fmt(self.gen)), ("Loc", fmt(self.loc)),
-                 ("generation success", fmt(self.gen_success))]
-        if self.portability is not None:
-            rows.append(("portability", fmt(self.portability)))
-        if self.ood is not None:
-            rows.append(("OOD", fmt(self.ood)))
-        if self.perplexity is not None:
-            rows.append(("target perplexity", fmt(self.perplexity, 2)))
+        rows += [("Rel (teacher-forced)", fmt(s.rel)), ("Gen (teacher-forced)", fmt(s.gen)),
+                 ("Loc (teacher-forced)", fmt(s.loc))]
+        for form, live in s.live.items():
+            rows.append((f"{form}: target generated (prompt / paraphrase)", f"{fmt(live.prompt)} / {fmt(live.paraphrase)}"))
+            rows.append((f"{form}: unrelated answer unchanged", fmt(live.locality)))
+            rows.append((f"{form}: prompt to its own memory / unrelated to a side memory",
+                         f"{fmt(live.routed_own)} / {fmt(live.unrelated_to_side)}"))
+        for name, scores in self.by_source.items():
+            rows.append((f"Loc of records from {name}", fmt(scores.loc)))
+        for label, value in (("portability", s.portability), ("OOD", s.ood)):
+            if value is not None:
+                rows.append((label, fmt(value)))
+        if s.perplexity is not None:
+            rows.append(("target perplexity", fmt(s.perplexity, 2)))
         if self.seconds_per_edit is not None:
             rows.append(("seconds per edit", fmt(self.seconds_per_edit, 2)))
+        flat = flatness(self.edit_seconds)
+        if flat is not None:
+            rows.append(("last 10% of edits vs first 10% (time)", f"{flat:.2f}x"))
         if self.iterations_per_edit is not None:
             rows.append(("iterations per edit", fmt(self.iterations_per_edit, 1)))
         if self.seconds_per_edit_full_forward is not None:
@@ -114,6 +145,14 @@ class BenchResult:
             rows.append(("note", "interrupted: fewer chunks than planned"))
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def flatness(seconds: list[float]) -> float | None:
+    """Mean time of the last tenth of the edits over that of the first tenth (10 edits at least)."""
+    if len(seconds) < 20:
+        return None
+    tenth = len(seconds) // 10
+    return (sum(seconds[-tenth:]) / tenth) / (sum(seconds[:tenth]) / tenth)
 
 
 def format_state_size(result: BenchResult) -> str:
@@ -131,55 +170,28 @@ def format_speed(result: BenchResult) -> str:
             f"{result.inference_overhead:+.1%})")
 
 
-def apply_sequentially(editor: WiseEditor, requests: list[EditRequest],
-                       on_progress: Callable[[int, int, float], None] | None = None) -> tuple[list[float], list[int]]:
-    """Apply the requests in order; returns the seconds and the iterations of each edit."""
-    started = time.perf_counter()
-    seconds, iterations = [], []
-    for i, request in enumerate(requests):
-        outcome = editor.apply_edit(request)
-        seconds.append(outcome.seconds)
-        iterations.append(outcome.iterations)
-        if on_progress is not None:
-            on_progress(i + 1, len(requests), time.perf_counter() - started)
-    return seconds, iterations
-
-
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def method_name(editor: WiseEditor | LayerMethod) -> str:
-    if isinstance(editor, WiseEditor):
-        return "wise-retrieve" if editor.settings.retrieve else "wise"
-    return editor.name
+def method_name(method: Method) -> str:
+    if isinstance(method, WiseEditor):
+        return method.settings.method
+    return method.name
 
 
-def added_state_bytes(editor: WiseEditor | LayerMethod) -> int:
+def added_state_bytes(method: Method) -> int:
     """Bytes the method adds to the model: WISE's side-memory tensors as the memory file stores them."""
-    if isinstance(editor, WiseEditor):
-        from wise_gui.core.memory_file import editor_state
-
-        tensors, _ = editor_state(editor)
-        return sum(t.numel() * t.element_size() for t in tensors.values())
-    return editor.added_state_bytes()
-
-
-def result_from_metrics(editor: WiseEditor, requests: list[EditRequest], start: int, metrics: Metrics,
-                        method: str = "wise") -> BenchResult:
-    return BenchResult(
-        model=editor.loaded.name, layer=editor.layer_index, n_edits=len(requests), start=start, method=method,
-        rel=metrics.rel, gen=metrics.gen, loc=metrics.loc, gen_success=metrics.gen_success,
-        portability=metrics.portability, ood=metrics.ood, peak_rss_mb=peak_rss_mb(),
-        settings=json.loads(editor.settings.to_json()), per_edit=metrics.per_edit,
-    )
+    if isinstance(method, WiseEditor):
+        return method.state_dict().nbytes()
+    return method.added_state_bytes()
 
 
 @dataclass(frozen=True)
 class DatasetProfile:
     """The metrics a dataset calls for besides Rel/Gen/Loc (wise-method.md section 6)."""
 
-    generation: bool = True  # generation success: short answers (ZsRE, CounterFact), not long passages
+    generation: bool = True  # live decoding: short answers (ZsRE, CounterFact), not long passages
     perplexity: bool = False  # the hallucination set's metric
 
 
@@ -191,64 +203,98 @@ def profile_for(dataset_format: str) -> DatasetProfile:
     return _PROFILES.get(dataset_format, DatasetProfile())
 
 
-def run_benchmark(editor: WiseEditor | LayerMethod, requests: list[EditRequest], start: int = 0,
-                  full_forward_edits: int = 0, on_progress: Callable[[int, int, float], None] | None = None,
-                  profile: DatasetProfile = DatasetProfile()) -> BenchResult:
-    """The paper's protocol: edit all requests in sequence, then evaluate all of them.
+def _source_file(request: EditRequest) -> str:
+    return request.source.rsplit("#", 1)[0] if "#" in request.source else ""
+
+
+def evaluation_row(method: Method, requests: list[EditRequest], start: int, profile: DatasetProfile = DatasetProfile(),
+                   forms: tuple[QueryForm, ...] | None = None, name: str | None = None) -> BenchResult:
+    """Evaluates `requests` (edit i of the method's log is request i) into a benchmark row."""
+    evaluation = evaluate(method, requests, forms=forms, generation=profile.generation, perplexity=profile.perplexity,
+                          edit_indices=list(range(len(requests))))
+    per_source: dict[str, list[Scores]] = {}
+    for request, edit in zip(requests, evaluation.edits):
+        per_source.setdefault(_source_file(request), []).append(edit.scores)
+    by_source = {name: mean_scores(scores) for name, scores in per_source.items() if name} if len(per_source) > 1 else {}
+    settings = json.loads(method.settings.to_json())
+    return BenchResult(
+        model=method.loaded.name, layer=method.layer_index, n_edits=len(requests), start=start,
+        method=name or method_name(method), scores=evaluation.mean, by_source=by_source, peak_rss_mb=peak_rss_mb(),
+        settings=settings, per_edit=[edit.to_dict() for edit in evaluation.edits], chunk_size=len(requests))
+
+
+def run_benchmark(method: Method, requests: list[EditRequest], start: int = 0, full_forward_edits: int = 0,
+                  on_progress: Callable[[int, int, float], None] | None = None,
+                  profile: DatasetProfile = DatasetProfile(), eval_at: tuple[int, ...] = (),
+                  forms: tuple[QueryForm, ...] | None = None, speed_prompts: int = 0,
+                  name: str | None = None) -> list[BenchResult]:
+    """The paper's protocol: edit all requests in sequence, then evaluate all of them; one row per T in
+    `eval_at` (evaluated when the run reaches it) and one for all requests, in that order.
 
     With `full_forward_edits` > 0 (WISE only), the first that many edits are also timed with the full
     forward pass (then rolled back), so one run reports the speed-up of the cached path.
     """
-    if isinstance(editor, WiseEditor):
-        editor.prepare()  # once per editor, not part of any edit's time
+    if isinstance(method, WiseEditor):
+        method.prepare()  # once per editor, not part of any edit's time
     full_seconds: list[float] = []
-    if full_forward_edits > 0:
-        snapshot = editor.snapshot()
-        cached_settings = editor.settings
-        editor.update_settings(cached_settings.replace(full_forward=True))
-        full_seconds, _ = apply_sequentially(editor, requests[:full_forward_edits])
-        editor.update_settings(cached_settings)
-        editor.restore(snapshot)
+    if full_forward_edits > 0 and isinstance(method, WiseEditor):
+        snapshot = method.snapshot()
+        cached_settings = method.settings
+        method.update_settings(cached_settings.replace(full_forward=True))
+        full_seconds = [method.apply_edit(r).seconds for r in requests[:full_forward_edits]]
+        method.update_settings(cached_settings)
+        method.restore(snapshot)
         reset_peak_rss()  # the full path's activations are not the engine's memory use
-    seconds, iterations = apply_sequentially(editor, requests, on_progress)
-    metrics = evaluate(editor, requests, generation=profile.generation)
-    result = result_from_metrics(editor, requests, start, metrics, method=method_name(editor))
-    if profile.perplexity:
-        with torch.no_grad():
-            values = target_perplexity(editor, [r.prompt for r in requests], [r.target for r in requests])
-        result.perplexity = _mean(values)
-        for row, value in zip(result.per_edit, values):
-            row["perplexity"] = value
-    result.seconds_per_edit = _mean(seconds)
-    result.iterations_per_edit = _mean(iterations)
-    if full_seconds:
-        result.seconds_per_edit_full_forward = _mean(full_seconds)
-        result.speedup_vs_full_forward = _mean(full_seconds) / _mean(seconds[: len(full_seconds)])
-    result.chunk_size = len(requests)
-    result.added_state_bytes = added_state_bytes(editor)
-    result.overwrites_weights = isinstance(editor, LayerMethod) and editor.overwrites_weights
-    result.peak_rss_mb = peak_rss_mb()
-    return result
+    points = sorted({t for t in eval_at if 0 < t < len(requests)} | {len(requests)})
+    rows: list[BenchResult] = []
+    seconds: list[float] = []
+    iterations: list[int] = []
+    started = time.perf_counter()
+    for done, request in enumerate(requests, start=1):
+        outcome = method.apply_edit(request)
+        seconds.append(outcome.seconds)
+        iterations.append(outcome.iterations)
+        if on_progress is not None:
+            on_progress(done, len(requests), time.perf_counter() - started)
+        if done in points:
+            row = evaluation_row(method, requests[:done], start, profile, forms, name)
+            row.seconds_per_edit, row.iterations_per_edit = _mean(seconds), _mean(iterations)
+            row.edit_seconds = list(seconds)
+            if full_seconds:
+                row.seconds_per_edit_full_forward = _mean(full_seconds)
+                row.speedup_vs_full_forward = _mean(full_seconds) / _mean(seconds[: len(full_seconds)])
+            row.added_state_bytes = added_state_bytes(method)
+            row.overwrites_weights = isinstance(method, LayerMethod) and method.overwrites_weights
+            if speed_prompts:
+                measure_speed(method, row, [r.prompt for r in requests[:speed_prompts]])
+            row.peak_rss_mb = peak_rss_mb()
+            rows.append(row)
+    return rows
 
 
-def generation_speed(editor: WiseEditor | LayerMethod, prompts: list[str], max_new_tokens: int = 16,
+def generation_speed(method: Method, prompts: list[str], max_new_tokens: int = 16,
                      repeats: int = 2) -> tuple[float, float]:
     """Tokens per second of greedy generation through the edits and on the bare model, same prompts."""
-    editor.generate(prompts[:1], max_new_tokens=2)  # warm-up: first calls pay for allocations
+    method.generate(prompts[:1], max_new_tokens=2)  # warm-up: first calls pay for allocations
     tokens, seconds = {True: 0, False: 0}, {True: 0.0, False: 0.0}
     for _ in range(repeats):
         for use_edits in (True, False):  # interleaved, so machine load hits both alike
             started = time.perf_counter()
-            # Every row generates exactly max_new_tokens (no early end at EOS), so both sides do the same work.
-            editor.generate(prompts, max_new_tokens=max_new_tokens, use_side_memory=use_edits,
-                            min_new_tokens=max_new_tokens)
+            # Every row generates exactly max_new_tokens (no early end), so both sides do the same work.
+            method.generate(prompts, max_new_tokens=max_new_tokens, use_side_memory=use_edits,
+                            min_new_tokens=max_new_tokens, first_sentence_only=False)
             seconds[use_edits] += time.perf_counter() - started
             tokens[use_edits] += len(prompts) * max_new_tokens
     return tokens[True] / seconds[True], tokens[False] / seconds[False]
 
 
-_AVERAGED = ("rel", "gen", "loc", "gen_success", "portability", "ood", "perplexity", "seconds_per_edit",
-             "iterations_per_edit", "added_state_bytes")
+def measure_speed(method: Method, result: BenchResult, prompts: list[str]) -> None:
+    edited, bare = generation_speed(method, prompts)
+    result.tokens_per_second, result.tokens_per_second_bare = edited, bare
+    result.inference_overhead = bare / edited - 1
+
+
+_AVERAGED = ("seconds_per_edit", "iterations_per_edit", "added_state_bytes")
 
 
 def combine_chunks(chunks: list[BenchResult], complete: bool = True) -> BenchResult:
@@ -259,7 +305,9 @@ def combine_chunks(chunks: list[BenchResult], complete: bool = True) -> BenchRes
     first = chunks[0]
     return dataclasses.replace(
         first, n_edits=sum(c.n_edits for c in chunks), chunks=len(chunks), complete=complete,
+        scores=mean_scores([c.scores for c in chunks]),
         peak_rss_mb=max(c.peak_rss_mb for c in chunks), per_edit=[row for c in chunks for row in c.per_edit],
+        edit_seconds=[s for c in chunks for s in c.edit_seconds],
         **{name: mean_of(name) for name in _AVERAGED},
     )
 
@@ -269,16 +317,22 @@ def chunk_starts(n_records: int, size: int) -> list[int]:
     return list(range(0, n_records - size + 1, size))
 
 
-def build_method(name: str, loaded: LoadedModel, wise_settings: WiseSettings,
-                 baseline_settings: dict[str, TrainSettings] | None = None) -> WiseEditor | LayerMethod:
-    """A fresh editor for `name`, on the layer WISE uses. `wise` is WISE-Merge and `wise-retrieve`
-    WISE-Retrieve, both with the other settings of `wise_settings`."""
+def method_settings(name: str) -> WiseSettings:
+    """The preset of a WISE-engine method name (`wise` is WISE-Merge, the name the first benchmarks used)."""
+    return preset("wise-merge" if name == "wise" else name)
+
+
+def build_method(name: str, loaded: LoadedModel, wise_settings: WiseSettings | None = None,
+                 baseline_settings: dict[str, TrainSettings] | None = None,
+                 irrelevant_pool: list[str] | None = None, layer: int | None = None) -> Method:
+    """A fresh method `name`: a WISE-engine method with `wise_settings` (default: its preset), or a
+    baseline on `layer` (default: the layer those settings, or WISE's default, edit)."""
     if name in WISE_METHODS:
-        retrieve = name == "wise-retrieve"
-        return WiseEditor(loaded, wise_settings.replace(retrieve=True) if retrieve else merge_variant(wise_settings))
+        return WiseEditor(loaded, wise_settings or method_settings(name), irrelevant_pool=irrelevant_pool)
     config = loaded.model.config
-    layer = wise_settings.layer if wise_settings.layer is not None else default_layer(config.model_type,
-                                                                                      config.num_hidden_layers)
+    if layer is None:
+        layer = wise_settings.layer if wise_settings is not None and wise_settings.layer is not None else \
+            default_layer(config.model_type, config.num_hidden_layers)
     method_class, _ = BASELINES[name]
     return method_class(loaded, layer, (baseline_settings or {}).get(name))
 
@@ -293,12 +347,13 @@ class SuiteOutcome:
     interrupted: bool = False  # Ctrl+C: `results` holds what was measured until then
 
 
-def run_suite(make_method: Callable[[str], WiseEditor | LayerMethod], methods: list[str],
-              requests: list[EditRequest], chunk_sizes: list[int], start: int = 0,
-              profile: DatasetProfile = DatasetProfile(), full_forward_edits: int = 0, speed_prompts: int = 4,
-              on_progress: SuiteProgress | None = None,
-              before_rollback: Callable[[WiseEditor | LayerMethod, BenchResult], None] | None = None) -> SuiteOutcome:
-    """Every method on the same records, for every T in `chunk_sizes`; one row per method and T.
+def run_suite(make_method: Callable[[str], Method], methods: list[str], requests: list[EditRequest],
+              chunk_sizes: list[int], start: int = 0, profile: DatasetProfile = DatasetProfile(),
+              full_forward_edits: int = 0, speed_prompts: int = 4, on_progress: SuiteProgress | None = None,
+              before_rollback: Callable[[Method, BenchResult], None] | None = None, eval_at: tuple[int, ...] = (),
+              forms: tuple[QueryForm, ...] | None = None) -> SuiteOutcome:
+    """Every method on the same records, for every T in `chunk_sizes`; one row per method and T (and per
+    T of `eval_at`, which needs a single chunk of all records).
 
     Each method is built fresh by `make_method` and detached after its runs, so the next one finds the
     model's own weights. Each chunk starts from the method's unedited state. `full_forward_edits` times
@@ -323,15 +378,15 @@ def run_suite(make_method: Callable[[str], WiseEditor | LayerMethod], methods: l
                         timed = full_forward_edits if isinstance(method, WiseEditor) and first_of_method else 0
                         report = progress.for_chunk(f"{name} T={size} chunk {number}/{len(offsets)}")
                         try:
-                            result = run_benchmark(method, requests[offset:offset + size], start + offset, timed,
-                                                   report, profile)
-                            if number == 1:
-                                _measure_speed(method, result, [r.prompt for r in requests[:speed_prompts]])
+                            rows = run_benchmark(method, requests[offset:offset + size], start + offset, timed, report,
+                                                 profile, eval_at if len(offsets) == 1 else (), forms,
+                                                 speed_prompts if number == 1 else 0, name)
                             if before_rollback is not None:
-                                before_rollback(method, result)
+                                before_rollback(method, rows[-1])
                         finally:
                             method.restore(unedited)
-                        chunks.append(result)
+                        results.extend(rows[:-1])  # the earlier T of a single chunk
+                        chunks.append(rows[-1])
                     results.append(combine_chunks(chunks))
                     chunks = []
             finally:
@@ -358,12 +413,6 @@ class _Progress:
         return report
 
 
-def _measure_speed(method: WiseEditor | LayerMethod, result: BenchResult, prompts: list[str]) -> None:
-    edited, bare = generation_speed(method, prompts)
-    result.tokens_per_second, result.tokens_per_second_bare = edited, bare
-    result.inference_overhead = bare / edited - 1
-
-
 def markdown_table(results: list[BenchResult]) -> str:
     """One line per method and T; optional metric columns only where some row has a value."""
     def fmt(value, digits=3):
@@ -373,11 +422,16 @@ def markdown_table(results: list[BenchResult]) -> str:
                ("T", lambda r: str(r.chunk_size) + ("" if r.complete else "*")),
                ("chunks", lambda r: str(r.chunks)),
                ("Rel", lambda r: fmt(r.rel)), ("Gen", lambda r: fmt(r.gen)), ("Loc", lambda r: fmt(r.loc))]
-    optional = [("gen. success", "gen_success", 3), ("portability", "portability", 3), ("OOD", "ood", 3),
-                ("PPL", "perplexity", 2)]
-    for title, name, digits in optional:
-        if any(getattr(r, name) is not None for r in results):
-            columns.append((title, lambda r, name=name, digits=digits: fmt(getattr(r, name), digits)))
+    optional = [("gen. success", lambda s: s.gen_success),
+                ("chat prompt", lambda s: s.live["chat"].prompt if "chat" in s.live else None),
+                ("chat paraphrase", lambda s: s.live["chat"].paraphrase if "chat" in s.live else None),
+                ("chat Loc (answers)", lambda s: s.live["chat"].locality if "chat" in s.live else None),
+                ("portability", lambda s: s.portability), ("OOD", lambda s: s.ood)]
+    for title, getter in optional:
+        if any(getter(r.scores) is not None for r in results):
+            columns.append((title, lambda r, getter=getter: fmt(getter(r.scores))))
+    if any(r.scores.perplexity is not None for r in results):
+        columns.append(("PPL", lambda r: fmt(r.scores.perplexity, 2)))
     columns += [("s/edit", lambda r: fmt(r.seconds_per_edit, 2)),
                 ("peak MB", lambda r: f"{r.peak_rss_mb:.0f}"),
                 ("added state", format_state_size),
@@ -390,10 +444,6 @@ def markdown_table(results: list[BenchResult]) -> str:
     return "\n".join(lines)
 
 
-def write_json(result: BenchResult, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(result.to_json(), indent=2))
-
-
 def write_rows_json(results: list[BenchResult], path: str | Path) -> None:
-    """The rows of a suite run as a JSON list (each row has the keys `write_json` writes)."""
+    """The rows of a run as a JSON list (each row has the keys `to_json` writes)."""
     Path(path).write_text(json.dumps([r.to_json() for r in results], indent=2))

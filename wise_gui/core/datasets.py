@@ -29,9 +29,10 @@ import csv
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from wise_gui.core.edits import EditRequest, LocalityCheck
 from wise_gui.core.errors import WiseGuiError
@@ -282,6 +283,8 @@ def _read_json(path: Path, format: str | None, start: int, limit: int | None) ->
         records = json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from None
+    except RecursionError:
+        raise DatasetError(f"{path} nests lists or objects too deeply to be a dataset.") from None
     if not isinstance(records, list):
         raise DatasetError(f"{path} holds {_describe(records)}; a dataset is a JSON list of records.")
     chosen = records[start : None if limit is None else start + limit]
@@ -421,6 +424,28 @@ def load_requests(
         more = f" (and {len(result.problems) - 3} more)" if len(result.problems) > 3 else ""
         raise DatasetError(f"{path} has {len(result.problems)} unusable record(s): {shown}{more}.")
     return result.requests
+
+
+def load_requests_from(paths: list[str | Path], start: int = 0, limit: int | None = None) -> list[EditRequest]:
+    """The requests of several files read one after the other, then records start..start+limit-1 of them."""
+    requests: list[EditRequest] = []
+    for path in paths:
+        needed = None if limit is None else start + limit - len(requests)
+        if needed is not None and needed <= 0:
+            break
+        requests += load_requests(path, limit=needed)
+    return requests[start: None if limit is None else start + limit]
+
+
+def irrelevant_samples(path: str | Path, start: int = 0, limit: int | None = None) -> list[str]:
+    """Unrelated texts for an edit's stay-quiet margin: each record's locality prompt and answer (the
+    reference's `loc + " " + loc_ans`), from record `start` on. A record unusable as an edit (an empty
+    target, say) is skipped: only its locality prompt would matter here."""
+    requests = read_dataset(path, start=start, limit=limit).requests
+    samples = [f"{c.prompt} {c.answer}".strip() for r in requests for c in r.locality]
+    if not samples:
+        raise DatasetError(f"{path} has no locality prompts from record {start} on to use as irrelevant samples.")
+    return samples
 
 
 # ----------------------------------------------------------------------------------------------

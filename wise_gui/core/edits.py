@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MAX_TEXT_CHARS = 2000
+"""The longest prompt, target or question the workbench accepts (a question of 2,000 characters is
+about 500 tokens; routing and answering it on a CPU takes seconds, not minutes)."""
+
 
 @dataclass(frozen=True)
 class LocalityCheck:
@@ -28,7 +32,7 @@ class EditRequest:
     ood: tuple[tuple[str, str], ...] = ()
     source: str = ""  # where it came from, e.g. "zsre_edit_dev.json#12"
 
-    def validate(self, max_chars: int = 2000) -> list[str]:
+    def validate(self, max_chars: int = MAX_TEXT_CHARS) -> list[str]:
         """Reasons this edit cannot be applied; empty when it can."""
         problems = []
         if not self.prompt.strip():

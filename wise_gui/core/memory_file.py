@@ -1,22 +1,15 @@
-"""The side-memory file: the complete WISE state of one editor, as safetensors tensors plus JSON metadata.
+"""The side-memory file: the complete state of one editor, as safetensors tensors plus JSON metadata.
 
-The same format is the standalone memory file (`save_memory_file`, `wise-gui export`) and the store's
-per-edit checkpoint, so a checkpoint *is* a memory file. No pickle anywhere: the tensors are raw arrays,
-everything else is JSON in the safetensors metadata (whose values must be strings).
+The same container holds the workspace's checkpoints: a full checkpoint *is* a memory file, and a
+delta checkpoint holds what one applied edit changed (`state_delta`). No pickle anywhere: the tensors
+are raw arrays, everything else is JSON in the safetensors metadata (whose values must be strings).
 
-Tensors, per side memory i (merged ones, then full shards, then the current shard):
-
-    memory.<i>.changed  uint8, bit mask of "this entry differs from the original weight" (bitwise),
-                        packed eight to a byte, most significant bit first (as numpy.packbits)
-    memory.<i>.values   the side weight's values at those entries, row-major, in the weight's dtype
-
-Storing the changed entries rather than the difference W' - W keeps reload bit-exact (float subtraction
-does not round-trip) at the same size: a shard only changes the entries of its gradient mask.
-
-Metadata: format, format_version, identity (model, config hash, module, shape, dtype, original weight
-hash), state (memories' kinds, edit ids, edit scores, mask seeds and ratios; counters, merge events,
-edit log, irrelevant-sample cursor, context templates, layer scale), settings (WiseSettings JSON) and
-checksum: sha256 over the tensors and all other metadata, so a truncated or altered file is refused.
+Format 2 (this version) stores the editor's state dict (`EditorState.state_dict`): per side memory the
+int32 positions and the values of the entries where it differs from the original weight, its keys; or
+MEMOIR's residual memory and each edit's mask; and the calibration. Metadata: format, format_version,
+identity (model, config hash, module, shape, dtype, original weight hash), settings (WiseSettings JSON),
+state (the state dict's metadata) and checksum: sha256 over the tensors and all other metadata, so a
+truncated or altered file is refused. Format 1 files (a packed bit mask per memory) are still read.
 """
 
 from __future__ import annotations
@@ -32,14 +25,16 @@ from safetensors import safe_open
 
 from wise_gui.core.errors import WiseGuiError
 from wise_gui.core.files import write_safetensors_atomic
+from wise_gui.core.identity import config_hash, update_with_tensor, weight_hash
 from wise_gui.core.models import LoadedModel
 from wise_gui.core.wise.editor import WiseEditor
-from wise_gui.core.identity import config_hash, update_with_tensor, weight_hash
-from wise_gui.core.wise.memory import SideMemory, WiseState
 from wise_gui.core.wise.settings import WiseSettings
+from wise_gui.core.wise.state import StateDict, StateError
 
 FORMAT_NAME = "wise-gui-memory"
-FORMAT_VERSION = 1
+DELTA_FORMAT_NAME = "wise-gui-delta"
+FORMAT_VERSION = 2
+STATE_PREFIX = "state."
 
 
 class MemoryFileError(WiseGuiError):
@@ -77,6 +72,20 @@ class Identity:
     weight_hash: str  # sha256 of the edited module's original weight, raw bytes in its own dtype
     fingerprint: str  # editor.fingerprint(), which the workspace database records
 
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Identity:
+        values = json.loads(text)
+        if not isinstance(values, dict):
+            raise TypeError("the identity is not a JSON object")
+        identity = cls(**values)
+        if not all(isinstance(getattr(identity, f.name), str) for f in dataclasses.fields(cls) if f.name != "weight_shape") \
+                or not isinstance(identity.weight_shape, list) or not all(isinstance(n, int) for n in identity.weight_shape):
+            raise TypeError("the identity has fields of the wrong type")
+        return identity
+
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
@@ -89,7 +98,7 @@ def editor_identity(editor: WiseEditor) -> Identity:
         config_hash=config_hash(editor.loaded.model.config), module_name=editor.module_name,
         weight_shape=list(weight.shape), weight_dtype=_dtype_name(weight.dtype), weight_hash=weight_hash(weight),
         fingerprint=editor.fingerprint(),
-    )  # fmt: skip
+    )
 
 
 def _refuse_config(mine: Identity, loaded: LoadedModel, where: str) -> None:
@@ -102,7 +111,7 @@ def _refuse_config(mine: Identity, loaded: LoadedModel, where: str) -> None:
         )
 
 
-def _refuse_mismatch(mine: Identity, editor: WiseEditor, where: str) -> None:
+def refuse_mismatch(mine: Identity, editor: WiseEditor, where: str) -> None:
     """Names the first thing that differs between the file's model and the editor's."""
     _refuse_config(mine, editor.loaded, where)
     theirs = editor_identity(editor)
@@ -131,36 +140,7 @@ def _refuse_mismatch(mine: Identity, editor: WiseEditor, where: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Weights as changed entries
-
-
-# Same-sized integer views, to compare float weights bit for bit (-0.0 vs 0.0, NaN payloads).
-_INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-_BIT_VALUES = 2 ** torch.arange(7, -1, -1, dtype=torch.uint8)  # most significant bit first, as numpy.packbits
-
-
-def _encode_weight(weight: torch.Tensor, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where `weight` differs from `base` bit for bit, as a packed bit mask (uint8), and its values there."""
-    as_int = _INT_OF_SIZE[weight.element_size()]
-    flat = weight.detach().reshape(-1)
-    changed = flat.view(as_int) != base.detach().reshape(-1).view(as_int)
-    padded = torch.cat([changed, changed.new_zeros(-changed.numel() % 8)]).view(-1, 8)
-    packed = (padded.to(torch.uint8) * _BIT_VALUES.to(padded.device)).sum(-1, dtype=torch.uint8)
-    return packed, flat[changed]
-
-
-def _decode_weight(packed: torch.Tensor, values: torch.Tensor, original: torch.Tensor, source: str) -> torch.Tensor:
-    shifts = torch.arange(7, -1, -1, dtype=torch.uint8)
-    changed = ((packed.unsqueeze(-1) >> shifts) & 1).reshape(-1)[: original.numel()].bool()
-    if packed.numel() * 8 < original.numel() or int(changed.sum()) != values.numel() or values.dtype != original.dtype:
-        raise MemoryFileDamaged(f"{source} is damaged: a side memory does not fit its own change mask.")
-    weight = original.detach().clone()
-    weight.view(-1)[changed.to(weight.device)] = values.to(weight.device)
-    return weight
-
-
-# ----------------------------------------------------------------------------------------------
-# State <-> tensors and metadata
+# Encoding
 
 
 def _checksum(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
@@ -174,35 +154,37 @@ def _checksum(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str
     return digest.hexdigest()
 
 
-def editor_state(editor: WiseEditor) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Everything needed to answer with, and to go on editing, the editor's side memory."""
-    state, original = editor.state, editor.layer.weight
-    memories = state.merged + state.saved + [state.shard]
-    tensors: dict[str, torch.Tensor] = {}
-    records = []
-    for i, memory in enumerate(memories):
-        packed, values = _encode_weight(memory.weight, original)
-        tensors[f"memory.{i}.changed"], tensors[f"memory.{i}.values"] = packed.cpu(), values.cpu()
-        records.append({
-            "kind": memory.kind, "edit_ids": list(memory.edit_ids), "edit_scores": list(memory.edit_scores),
-            "mask_seed": memory.mask_seed,
-            "mask_ratio": editor.settings.mask_ratio if memory.mask_seed is not None else None,
-        })  # fmt: skip
-    saved_state = {
-        "memories": records, "total_edits": state.total_edits, "shards_started": state.shards_started,
-        "merge_events": list(state.merge_events), "edit_log": [list(pair) for pair in editor.edit_log],
-        "irrelevant_cursor": editor.irrelevant_cursor, "context_templates": list(editor.context_templates),
-        "layer_scale": editor.layer_scale,
-    }  # fmt: skip
-    metadata = {
-        "format": FORMAT_NAME,
-        "format_version": str(FORMAT_VERSION),
-        "identity": json.dumps(dataclasses.asdict(editor_identity(editor))),
-        "state": json.dumps(saved_state),
-        "settings": editor.settings.to_json(),
-    }
+def encode(state: StateDict, metadata: dict[str, str], format_name: str = FORMAT_NAME
+           ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A state dict as the tensors and metadata of a file in this container, checksummed."""
+    tensors = {STATE_PREFIX + name: t for name, t in state.tensors.items()}
+    metadata = {"format": format_name, "format_version": str(FORMAT_VERSION), **metadata,
+                "state": json.dumps(state.meta)}
     metadata["checksum"] = _checksum(tensors, metadata)
     return tensors, metadata
+
+
+def memory_file_contents(identity: Identity, settings: WiseSettings, state: StateDict
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    return encode(state, {"identity": identity.to_json(), "settings": settings.to_json()})
+
+
+def write_memory_file(path: str | Path, identity: Identity, settings: WiseSettings, state: StateDict) -> None:
+    write_safetensors_atomic(Path(path).expanduser(), *memory_file_contents(identity, settings, state))
+
+
+def save_memory_file(editor: WiseEditor, path: str | Path) -> None:
+    write_memory_file(path, editor_identity(editor), editor.settings, editor.state_dict())
+
+
+def delta_contents(settings: WiseSettings, delta: StateDict, apply_order: int
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A delta checkpoint: what one applied edit changed (`state_delta`), and the settings after it."""
+    return encode(delta, {"settings": settings.to_json(), "apply_order": str(apply_order)}, DELTA_FORMAT_NAME)
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding
 
 
 @dataclass
@@ -211,47 +193,31 @@ class MemoryFile:
 
     identity: Identity
     settings: WiseSettings
-    state: dict
-    tensors: dict[str, torch.Tensor]
+    state: StateDict
     format_version: int
     source: str  # "The memory file <path>", for messages
 
     @property
     def total_edits(self) -> int:
-        return self.state["total_edits"]
+        return int(self.state.meta["total_edits"])
 
     @property
     def edit_log(self) -> list[tuple[str, str]]:
-        return [(prompt, target) for prompt, target in self.state["edit_log"]]
+        return [(prompt, target) for prompt, target in self.state.meta["edit_log"]]
 
     def restore_into(self, editor: WiseEditor) -> None:
         """Replaces the editor's state and settings by the file's; refused when the file is for another model."""
-        _refuse_mismatch(self.identity, editor, self.source)
-        original = editor.layer.weight
-        memories = [
-            SideMemory(
-                weight=_decode_weight(self.tensors[f"memory.{i}.changed"], self.tensors[f"memory.{i}.values"],
-                                      original, self.source),
-                kind=record["kind"], edit_ids=list(record["edit_ids"]), edit_scores=list(record["edit_scores"]),
-                mask_seed=record["mask_seed"],
-            )  # fmt: skip
-            for i, record in enumerate(self.state["memories"])
-        ]
-        for memory in memories:
-            if memory.kind == "merged":
-                memory.compact(original.detach())
-        state = WiseState(
-            shard=memories[-1],
-            saved=[m for m in memories if m.kind == "saved"],
-            merged=[m for m in memories if m.kind == "merged"],
-            total_edits=self.state["total_edits"],
-            shards_started=self.state["shards_started"],
-            merge_events=list(self.state["merge_events"]),
-        )
-        editor.update_settings(self.settings)
-        editor.restore((state, self.edit_log, self.state["irrelevant_cursor"]))
-        editor.context_templates = self.state["context_templates"]
-        editor.layer_scale = self.state["layer_scale"]
+        refuse_mismatch(self.identity, editor, self.source)
+        previous = editor.settings
+        try:
+            editor.update_settings(self.settings)
+            editor.load_state_dict(self.state)
+        except StateError as exc:
+            editor.update_settings(previous)
+            raise MemoryFileDamaged(f"{self.source} is damaged: {exc}.") from None
+        except BaseException:
+            editor.update_settings(previous)
+            raise
 
     def attach(self, loaded: LoadedModel, settings_override: WiseSettings | None = None) -> WiseEditor:
         """A new editor on `loaded` holding this memory (with `settings_override` instead of the file's settings)."""
@@ -267,9 +233,12 @@ class MemoryFile:
         return editor
 
 
-def _parse(tensors: dict[str, torch.Tensor], metadata: dict[str, str], source: str) -> MemoryFile:
-    if metadata.get("format") != FORMAT_NAME:
-        raise MemoryFileDamaged(f"{source} is not a WISE memory file (its metadata has no {FORMAT_NAME!r} marker).")
+def check_container(tensors: dict[str, torch.Tensor], metadata: dict[str, str], source: str,
+                    format_name: str = FORMAT_NAME) -> int:
+    """The format version, after the marker, the version and the checksum are checked."""
+    if metadata.get("format") != format_name:
+        raise MemoryFileDamaged(f"{source} is not a WISE {'memory' if format_name == FORMAT_NAME else 'checkpoint'} "
+                                f"file (its metadata has no {format_name!r} marker).")
     try:
         version = int(metadata["format_version"])
     except (KeyError, ValueError):
@@ -280,36 +249,69 @@ def _parse(tensors: dict[str, torch.Tensor], metadata: dict[str, str], source: s
             f"{source} has format version {version}, but this wise-gui reads versions up to {FORMAT_VERSION}: "
             "update wise-gui to load it."
         )
+    if version < 1:
+        raise MemoryFileDamaged(f"{source} is damaged: format version {version} does not exist.")
     if metadata.get("checksum") != _checksum(tensors, metadata):
         raise MemoryFileDamaged(f"{source} is damaged or was modified: its checksum does not match its content.")
+    return version
+
+
+def decode_state(tensors: dict[str, torch.Tensor], metadata: dict[str, str], source: str) -> StateDict:
+    """The state dict of a checked format-2 container."""
     try:
-        identity = Identity(**json.loads(metadata["identity"]))
+        meta = json.loads(metadata["state"])
+        if not isinstance(meta, dict):
+            raise TypeError("the state is not a JSON object")
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise MemoryFileDamaged(f"{source} is damaged: unreadable state ({exc}).") from None
+    stray = [name for name in tensors if not name.startswith(STATE_PREFIX)]
+    if stray:
+        raise MemoryFileDamaged(f"{source} is damaged: it holds tensors outside its state ({stray[0]}).")
+    return StateDict({name[len(STATE_PREFIX):]: t for name, t in tensors.items()}, meta)
+
+
+def parse(tensors: dict[str, torch.Tensor], metadata: dict[str, str], source: str) -> MemoryFile:
+    version = check_container(tensors, metadata, source)
+    try:
+        identity = Identity.from_json(metadata["identity"])
         settings = WiseSettings.from_dict(json.loads(metadata["settings"]))
-        state = json.loads(metadata["state"])
-    except (KeyError, TypeError, ValueError) as exc:
+        state = decode_state(tensors, metadata, source) if version >= 2 else _state_from_v1(
+            tensors, json.loads(metadata["state"]), identity)
+    except MemoryFileError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise MemoryFileDamaged(f"{source} is damaged: unreadable metadata ({exc}).") from None
-    return MemoryFile(identity, settings, state, tensors, version, source)
+    return MemoryFile(identity, settings, state, version, source)
 
 
-def load_editor_state(editor: WiseEditor, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """The inverse of `editor_state`, after checking format, checksum and model identity."""
-    _parse(tensors, metadata, "The memory state").restore_into(editor)
+def _state_from_v1(tensors: dict[str, torch.Tensor], saved: dict, identity: Identity) -> StateDict:
+    """A format-1 file's state: per memory a packed bit mask of its changed entries and their values."""
+    numel = 1
+    for size in identity.weight_shape:
+        numel *= size
+    shifts = torch.arange(7, -1, -1, dtype=torch.uint8)
+    out: dict[str, torch.Tensor] = {}
+    records = []
+    count = len(saved["memories"])
+    for i, record in enumerate(saved["memories"]):
+        packed, values = tensors[f"memory.{i}.changed"], tensors[f"memory.{i}.values"]
+        changed = ((packed.unsqueeze(-1) >> shifts) & 1).reshape(-1)[:numel].bool()
+        if packed.numel() * 8 < numel or int(changed.sum()) != values.numel():
+            raise ValueError("a side memory does not fit its own change mask")
+        memory_id = int(saved["shards_started"]) if i == count - 1 else i + 1
+        out[f"memory.{memory_id}.positions"] = changed.nonzero().squeeze(1).to(torch.int32)
+        out[f"memory.{memory_id}.values"] = values
+        records.append({"id": memory_id, "kind": record["kind"], "edit_ids": record["edit_ids"],
+                        "edit_scores": record["edit_scores"], "mask_seed": record["mask_seed"]})
+    meta = {"layout": "shards", "memories": records, "total_edits": saved["total_edits"],
+            "shards_started": saved["shards_started"], "merge_events": saved["merge_events"],
+            "edit_log": saved["edit_log"], "irrelevant_cursor": saved["irrelevant_cursor"],
+            "templates": saved["context_templates"], "layer_scale": saved["layer_scale"]}
+    return StateDict(out, meta)
 
 
-# ----------------------------------------------------------------------------------------------
-# Files
-
-
-def save_memory_file(editor: WiseEditor, path: str | Path) -> None:
-    tensors, metadata = editor_state(editor)
-    write_safetensors_atomic(Path(path).expanduser(), tensors, metadata)
-
-
-def read_memory_file(path: str | Path) -> MemoryFile:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise MemoryFileNotFound(f"No memory file at {path}.")
-    source = f"The memory file {path}"
+def read_container(path: Path, source: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file, every failure a MemoryFileDamaged."""
     try:
         with safe_open(path, framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -319,7 +321,31 @@ def read_memory_file(path: str | Path) -> MemoryFile:
         raise MemoryFileDamaged(
             f"{source} is truncated or damaged: it is not a complete safetensors file ({reason})."
         ) from None
-    return _parse(tensors, metadata, source)
+    return tensors, metadata
+
+
+def read_memory_file(path: str | Path) -> MemoryFile:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MemoryFileNotFound(f"No memory file at {path}.")
+    source = f"The memory file {path}"
+    return parse(*read_container(path, source), source)
+
+
+def read_delta(path: str | Path) -> tuple[WiseSettings, StateDict, int]:
+    """(settings, state delta, apply order) of a delta checkpoint, checked like a memory file."""
+    path = Path(path)
+    source = f"The checkpoint {path}"
+    if not path.is_file():
+        raise MemoryFileNotFound(f"No checkpoint at {path}.")
+    tensors, metadata = read_container(path, source)
+    check_container(tensors, metadata, source, DELTA_FORMAT_NAME)
+    try:
+        settings = WiseSettings.from_dict(json.loads(metadata["settings"]))
+        order = int(metadata["apply_order"])
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise MemoryFileDamaged(f"{source} is damaged: unreadable metadata ({exc}).") from None
+    return settings, decode_state(tensors, metadata, source), order
 
 
 def apply_to_editor(editor: WiseEditor, path: str | Path) -> None:
@@ -334,6 +360,6 @@ def attach_memory_file(
 
         loaded = load_model("path/to/model")
         editor = attach_memory_file(loaded, "facts.safetensors")
-        print(editor.generate(["Who wrote Hamlet?"]))
+        print(editor.generate(["Who wrote Hamlet?"], form="chat")[0].text)
     """
     return read_memory_file(path).attach(loaded, settings_override)

@@ -11,9 +11,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import platformdirs
 import torch
@@ -64,14 +64,6 @@ class LoadedModel:
     def input_device(self) -> torch.device:
         """Where input ids go: the embedding's device (differs from `device` with device_map=auto)."""
         return self.model.get_input_embeddings().weight.device
-
-    def format_question(self, question: str, chat: bool) -> str:
-        """The text fed to the model: the chat template of instruct models when asked, else the raw prompt."""
-        if chat and self.has_chat_template:
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
-            )
-        return question
 
 
 def cache_root() -> Path:
@@ -132,8 +124,10 @@ def _has_hf_weights(folder: Path) -> bool:
 def _check_causal_lm_config(folder: Path) -> None:
     try:
         config = json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ModelLoadError(f"{folder / 'config.json'} is not a readable JSON file: {exc}") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{folder / 'config.json'} is not a model configuration (a JSON object).")
     architectures = config.get("architectures") or []
     if architectures and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
         raise ModelLoadError(
@@ -274,15 +268,3 @@ def load_model(
         from_cache=from_cache,
         load_seconds=time.perf_counter() - started,
     )
-
-
-@torch.no_grad()
-def generate(loaded: LoadedModel, prompt: str, max_new_tokens: int = 20, chat: bool = False) -> str:
-    """Greedy answer of the model itself (no side memory) to `prompt`."""
-    tokenizer = loaded.tokenizer
-    text = loaded.format_question(prompt, chat)
-    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=not chat).to(loaded.input_device)
-    output = loaded.model.generate(
-        **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-    )
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -1,11 +1,13 @@
-"""The SQLite edit store (SQLAlchemy). Never imports Qt.
+"""The SQLite edit store (SQLAlchemy): persistence only, no Qt, no engine.
 
 One database file is one workspace: the edits, what applying them did, and (in a folder next to it)
 safetensors checkpoints of the edited state.
 """
 
+from wise_gui.store.bulk import ImportReport, import_requests
 from wise_gui.store.checkpoints import read_checkpoint, write_checkpoint_atomic
 from wise_gui.store.errors import FingerprintMismatch, StoreError
+from wise_gui.store.lock import LockHolder, WorkspaceInUse, WorkspaceLock
 from wise_gui.store.migrations import SCHEMA_VERSION
 from wise_gui.store.schema import EditStatus
 from wise_gui.store.store import (
@@ -25,7 +27,6 @@ from wise_gui.store.store import (
     open_workspace,
     record_applied,
 )
-from wise_gui.store.transfer import ImportReport, export_edits, import_file, import_requests
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -35,6 +36,9 @@ __all__ = [
     "EditStatus",
     "FingerprintMismatch",
     "ImportReport",
+    "LockHolder",
+    "WorkspaceInUse",
+    "WorkspaceLock",
     "OutcomeFields",
     "OutcomeRecord",
     "ProbeRecord",
@@ -43,8 +47,6 @@ __all__ = [
     "StoreSummary",
     "WorkspaceInfo",
     "default_db_path",
-    "export_edits",
-    "import_file",
     "import_requests",
     "next_apply_order",
     "next_free_path",

@@ -1,7 +1,8 @@
 """Safetensors checkpoints of the edited state, written so that a crash never leaves a torn file.
 
-A workspace `edits.sqlite` keeps them in `edits.checkpoints/state-000012.safetensors`, one per applied
-edit, named by apply order; the store decides which of them to keep.
+A workspace `edits.sqlite` keeps them in `edits.checkpoints/`, one per applied edit, named by apply
+order: `state-000012.safetensors` holds the whole state after edit 12, `delta-000013.safetensors`
+what edit 13 changed; the store decides which of them to keep.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ def checkpoint_folder(db_path: Path) -> Path:
     return db_path.with_name(f"{db_path.stem}.checkpoints")
 
 
-def checkpoint_name(apply_order: int) -> str:
-    return f"state-{apply_order:06d}.safetensors"
+def checkpoint_name(apply_order: int, kind: str = "full") -> str:
+    return f"{'state' if kind == 'full' else 'delta'}-{apply_order:06d}.safetensors"
 
 
 def write_checkpoint_atomic(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:

@@ -10,9 +10,11 @@ fully at the new version or untouched; SQLAlchemy only sees databases at the cur
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from wise_gui.store.errors import StoreError
 
@@ -111,7 +113,41 @@ def _v1_initial_schema(db: sqlite3.Connection) -> None:
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_initial_schema]
+_SIDE_LABEL = re.compile(r"side(?: memory)? (\d+)(?: \((merged memory|full shard|current shard)\))?")
+_KINDS = {"merged memory": "merged", "full shard": "saved", "current shard": "shard"}
+
+
+def _route_from_label(label: str | None, score=None, threshold=None) -> dict:
+    """A first-version memory label ("main memory", "side memory 2 (merged memory)", "side 1") as a route."""
+    match = _SIDE_LABEL.fullmatch((label or "").strip())
+    if match is None:
+        return {"memory": -1, "kind": "main", "score": score, "threshold": threshold}
+    number = int(match.group(1))
+    index = number - 1 if "memory" in (label or "") else number  # the store's "side N" counted from 0
+    return {"memory": index, "kind": _KINDS.get(match.group(2), "merged"), "score": score, "threshold": threshold}
+
+
+def _v2_routes_and_incremental_checkpoints(db: sqlite3.Connection) -> None:
+    """Routes stored as memory index and kind instead of a display label; checkpoints may be deltas."""
+    db.execute("ALTER TABLE edit_outcome ADD COLUMN checkpoint_kind VARCHAR(8) NOT NULL DEFAULT 'full'")
+    db.execute("ALTER TABLE routing_probe ADD COLUMN memory_index INTEGER NOT NULL DEFAULT -1")
+    db.execute("ALTER TABLE routing_probe ADD COLUMN memory_kind VARCHAR(16) NOT NULL DEFAULT 'main'")
+    db.execute("ALTER TABLE routing_probe ADD COLUMN form VARCHAR(8) NOT NULL DEFAULT 'raw'")
+    for probe_id, label in db.execute("SELECT id, memory FROM routing_probe").fetchall():
+        route = _route_from_label(label)
+        db.execute("UPDATE routing_probe SET memory_index = ?, memory_kind = ? WHERE id = ?",
+                   (route["memory"], route["kind"], probe_id))
+    db.execute("ALTER TABLE routing_probe DROP COLUMN memory")
+    for outcome_id, answers in db.execute("SELECT id, answers FROM edit_outcome").fetchall():
+        rows = json.loads(answers or "[]")
+        converted = [{"kind": row.get("kind", "prompt"), "form": "raw", "question": row.get("prompt", ""),
+                      "expected": row.get("expected", ""), "before": row.get("before"), "after": row.get("after", ""),
+                      "route": _route_from_label(row.get("routed_to"), row.get("score"), row.get("threshold")),
+                      "passed": bool(row.get("passed"))} if "route" not in row else row for row in rows]
+        db.execute("UPDATE edit_outcome SET answers = ? WHERE id = ?", (json.dumps(converted), outcome_id))
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_initial_schema, _v2_routes_and_incremental_checkpoints]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -8,7 +8,7 @@ All timestamps are UTC.
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, CheckConstraint, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator
@@ -25,7 +25,7 @@ class EditStatus(enum.StrEnum):
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UtcDateTime(TypeDecorator):
@@ -36,11 +36,11 @@ class UtcDateTime(TypeDecorator):
 
     def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
         if value is not None and value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         return value
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
-        return value.replace(tzinfo=timezone.utc) if value is not None else None
+        return value.replace(tzinfo=UTC) if value is not None else None
 
 
 class Base(DeclarativeBase):
@@ -122,7 +122,7 @@ class EditOutcome(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     edit_id: Mapped[int] = mapped_column(ForeignKey("edit.id", ondelete="CASCADE"), index=True)
     apply_order: Mapped[int] = mapped_column(Integer)
-    # [{kind: prompt|paraphrase|locality, prompt, before, after, routed_to, passed}, ...]
+    # [{kind, form, question, expected, before, after, route: {memory, kind, score, threshold}, passed}, ...]
     answers: Mapped[list[Any]] = mapped_column(default=list)
     rel: Mapped[float | None] = mapped_column(Float)
     gen: Mapped[float | None] = mapped_column(Float)
@@ -136,6 +136,8 @@ class EditOutcome(Base):
     seconds: Mapped[float | None] = mapped_column(Float)
     # Relative to the database's folder; NULL once the file is pruned or the edit rolled back.
     checkpoint_path: Mapped[str | None] = mapped_column(Text)
+    # "full": the whole state after this edit; "delta": what this edit changed since the previous one.
+    checkpoint_kind: Mapped[str] = mapped_column(String(8), default="full")
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
 
     edit: Mapped[Edit] = relationship(back_populates="outcomes")
@@ -148,7 +150,9 @@ class RoutingProbe(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     prompt: Mapped[str] = mapped_column(Text)
-    memory: Mapped[str] = mapped_column(String(64))  # e.g. "main", "side 0"
+    form: Mapped[str] = mapped_column(String(8), default="raw")  # how it was asked: raw or chat
+    memory_index: Mapped[int] = mapped_column(Integer, default=-1)  # -1: the main memory
+    memory_kind: Mapped[str] = mapped_column(String(16), default="main")
     score: Mapped[float | None] = mapped_column(Float)
     threshold: Mapped[float | None] = mapped_column(Float)
     answer: Mapped[str] = mapped_column(Text, default="")

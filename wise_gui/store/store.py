@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from wise_gui.core.edits import EditRequest, LocalityCheck
 from wise_gui.store import migrations
 from wise_gui.store.checkpoints import checkpoint_folder, checkpoint_name, write_checkpoint_atomic
 from wise_gui.store.errors import FingerprintMismatch, StoreError
+from wise_gui.store.lock import WorkspaceLock
 from wise_gui.store.schema import (
     Edit,
     EditOutcome,
@@ -36,7 +38,6 @@ from wise_gui.store.schema import (
 )
 
 DB_FILE_NAME = "workspace.sqlite"
-DEFAULT_KEEP_CHECKPOINTS = 5
 
 # Statuses whose content is in the model: editing or deleting them would make the list lie.
 _LOCKED_STATUSES = (EditStatus.APPLYING.value, EditStatus.APPLIED.value)
@@ -99,7 +100,7 @@ class EditRow:
 class OutcomeFields:
     """What the engine measured while applying one edit."""
 
-    answers: list[dict[str, Any]] = field(default_factory=list)  # {kind, prompt, before, after, routed_to, passed}
+    answers: list[dict[str, Any]] = field(default_factory=list)  # QuestionAnswer.to_dict() of each question
     rel: float | None = None
     gen: float | None = None
     loc: float | None = None
@@ -119,6 +120,7 @@ class OutcomeRecord:
     apply_order: int
     fields: OutcomeFields
     checkpoint_path: Path | None  # absolute; None once pruned or rolled back
+    checkpoint_kind: str
     created_at: datetime
 
 
@@ -138,13 +140,16 @@ class CheckpointRef:
     apply_order: int
     edit_id: int
     path: Path
+    kind: str = "full"  # "full": the whole state after the edit; "delta": what the edit changed
 
 
 @dataclass(frozen=True)
 class ProbeRecord:
     id: int
     prompt: str
-    memory: str
+    form: str
+    memory_index: int  # -1: the main memory
+    memory_kind: str
     score: float | None
     threshold: float | None
     answer: str
@@ -234,6 +239,7 @@ def record_applied(
     checkpoint_relpath: str | None,
     *,
     apply_order: int | None = None,
+    checkpoint_kind: str = "full",
 ) -> int:
     """Marks `edit_id` applied, with its outcome and checkpoint, in `session`'s transaction; returns its apply order.
 
@@ -266,6 +272,7 @@ def record_applied(
             shard_index=outcome.shard_index,
             seconds=outcome.seconds,
             checkpoint_path=checkpoint_relpath,
+            checkpoint_kind=checkpoint_kind,
         )
     )
     session.flush()  # constraint violations surface here, inside the caller's transaction
@@ -284,16 +291,21 @@ def _set_pragmas(dbapi_connection, _record) -> None:
 
 
 class Store:
-    """One workspace database: the engine, a session factory and the queries on top."""
+    """One workspace database: the engine, a session factory and the queries on top.
 
-    def __init__(self, path: Path, keep_checkpoints: int = DEFAULT_KEEP_CHECKPOINTS):
+    `lock`: held while this store's process may apply edits (see `open_workspace`); a store opened
+    read-only lists, exports and probes, and refuses to apply or undo."""
+
+    def __init__(self, path: Path, lock: WorkspaceLock | None = None, read_only: bool = False):
         self.path = path
         self.folder = path.parent
         self.checkpoint_dir = checkpoint_folder(path)
-        # Checkpoints older than the newest `keep_checkpoints` are pruned: that many edits can be undone.
-        self.keep_checkpoints = max(1, keep_checkpoints)
-        # check_same_thread=False: the pool hands a connection to one thread at a time, not always the same one.
-        self.engine: Engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False})
+        self.lock = lock
+        self.read_only = read_only
+        # A connection factory rather than a URL: any path works (spaces, '#', '?', unicode). Not bound to the
+        # creating thread: the pool hands a connection to one thread at a time, not always the same one.
+        self.engine: Engine = create_engine(
+            "sqlite://", creator=lambda: sqlite3.connect(str(path), check_same_thread=False))
         event.listen(self.engine, "connect", _set_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -305,6 +317,13 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.lock is not None:
+            self.lock.release()
+
+    def _writable(self, action: str) -> None:
+        if self.read_only:
+            raise StoreError(f"The workspace {self.path.name} is open read-only (another program applies edits "
+                             f"to it): it cannot {action} here.")
 
     def __enter__(self) -> Store:
         return self
@@ -352,7 +371,7 @@ class Store:
             "created_at": Edit.created_at, "updated_at": Edit.updated_at,
             "rel": EditOutcome.rel, "gen": EditOutcome.gen, "loc": EditOutcome.loc,
             "gen_success": EditOutcome.gen_success,
-        }  # fmt: skip
+        }
         if order_by not in sortable:
             raise StoreError(f"Cannot sort edits by {order_by!r}: choose one of {', '.join(sortable)}.")
         column = sortable[order_by]
@@ -373,7 +392,7 @@ class Store:
                     id=e.id, position=e.position, status=e.status, apply_order=e.apply_order, prompt=e.prompt,
                     target=e.target, subject=e.subject, error=e.error, source=e.source, created_at=e.created_at,
                     updated_at=e.updated_at, rel=rel, gen=gen, loc=loc, gen_success=gen_success,
-                )  # fmt: skip
+                )
                 for e, rel, gen, loc, gen_success in session.execute(query)
             ]
 
@@ -404,8 +423,9 @@ class Store:
                 extra_metrics=dict(o.extra_metrics), loss_curve=list(o.loss_curve),
                 activation_score=o.activation_score, threshold=o.threshold, shard_index=o.shard_index,
                 seconds=o.seconds,
-            ),  # fmt: skip
+            ),
             checkpoint_path=self._checkpoint_abspath(o.checkpoint_path),
+            checkpoint_kind=o.checkpoint_kind,
             created_at=o.created_at,
         )
 
@@ -450,16 +470,42 @@ class Store:
             return self._latest_checkpoint(session)
 
     def _latest_checkpoint(self, session: Session) -> CheckpointRef | None:
-        row = session.execute(
-            select(Edit.apply_order, Edit.id, EditOutcome.checkpoint_path)
+        refs = self._checkpoints(session, limit=1)
+        return refs[0] if refs and refs[0].path is not None else None
+
+    def _checkpoints(self, session: Session, limit: int | None = None,
+                     up_to: int | None = None) -> list[CheckpointRef]:
+        """The applied edits' checkpoints, newest first (path None where it is no longer kept)."""
+        query = (
+            select(Edit.apply_order, Edit.id, EditOutcome.checkpoint_path, EditOutcome.checkpoint_kind)
             .join(EditOutcome, (EditOutcome.edit_id == Edit.id) & (EditOutcome.apply_order == Edit.apply_order))
             .where(Edit.status == EditStatus.APPLIED)
             .order_by(Edit.apply_order.desc())
-            .limit(1)
-        ).first()
-        if row is None or row.checkpoint_path is None:
-            return None
-        return CheckpointRef(row.apply_order, row.id, self.folder / row.checkpoint_path)
+        )
+        if up_to is not None:
+            query = query.where(Edit.apply_order <= up_to)
+        if limit is not None:
+            query = query.limit(limit)
+        return [CheckpointRef(row.apply_order, row.id, self._checkpoint_abspath(row.checkpoint_path),
+                              row.checkpoint_kind) for row in session.execute(query)]
+
+    def checkpoint_chain(self, up_to: int | None = None) -> list[CheckpointRef]:
+        """The checkpoints that rebuild the state after apply order `up_to` (default: the last applied
+        edit), oldest first: the latest full checkpoint at or before it and every delta after that.
+        Empty when no edit is applied; StoreError when a needed file is gone."""
+        with self.session() as session:
+            refs = self._checkpoints(session, up_to=up_to)
+        chain = []
+        for ref in refs:
+            if ref.path is None or not ref.path.is_file():
+                raise StoreError(f"The state after edit number {ref.apply_order} of {self.path.name} is not kept any "
+                                 "more (its checkpoint file is missing).")
+            chain.append(ref)
+            if ref.kind == "full":
+                return chain[::-1]
+        if chain:
+            raise StoreError(f"{self.path.name} has applied edits but no full checkpoint of their state.")
+        return []
 
     def summary(self) -> StoreSummary:
         with self.session() as session:
@@ -485,7 +531,7 @@ class Store:
             edit = Edit(
                 **edit_columns(request), position=next_position(session), status=str(status),
                 paraphrases=paraphrases, locality=locality,
-            )  # fmt: skip
+            )
             session.add(edit)
             session.flush()
             return edit.id
@@ -511,17 +557,35 @@ class Store:
                 setattr(edit, name, value)
             edit.paraphrases, edit.locality = _children(request)
 
-    def delete_edits(self, edit_ids: Iterable[int]) -> int:
-        """Deletes the edits, all or none: applied ones are refused (their content is in the model)."""
+    def delete_edits(self, edit_ids: Iterable[int], including_applied: bool = False) -> int:
+        """Deletes the edits, all or none: applied ones are refused (their content is in the model) unless
+        `including_applied` (an import being undone)."""
         ids = list(edit_ids)
         with self.session() as session:
             locked = session.scalars(select(Edit.id).where(Edit.id.in_(ids), Edit.status.in_(_LOCKED_STATUSES))).all()
-            if locked:
+            if locked and not including_applied:
                 raise StoreError(
                     f"{len(locked)} of the selected edits are applied (e.g. edit {locked[0]}); undo them before deleting."
                 )
             # Children and outcomes go with them through ON DELETE CASCADE.
             return session.execute(delete(Edit).where(Edit.id.in_(ids))).rowcount
+
+    def restore_edits(self, deleted: list[EditDetail]) -> list[int]:
+        """Puts deleted edits back (an undone delete): their content, their status (an edit that was being
+        applied is queued again) and their place in the list; returns their new ids, in order."""
+        ids = []
+        with self.session() as session:
+            for detail in deleted:
+                status = EditStatus.QUEUED if detail.status == EditStatus.APPLYING else detail.status
+                if status in _LOCKED_STATUSES:
+                    raise StoreError(f"Edit {detail.id} was applied; an applied edit cannot be restored by undo.")
+                paraphrases, locality = _children(detail.request)
+                edit = Edit(**edit_columns(detail.request), position=detail.position, status=str(status),
+                            paraphrases=paraphrases, locality=locality)
+                session.add(edit)
+                session.flush()
+                ids.append(edit.id)
+        return ids
 
     def duplicate_edit(self, edit_id: int) -> int:
         """A draft copy placed right below the original; returns the copy's id."""
@@ -540,7 +604,7 @@ class Store:
             copy = Edit(
                 **edit_columns(request), position=original.position + 1, status=EditStatus.DRAFT.value,
                 paraphrases=paraphrases, locality=locality,
-            )  # fmt: skip
+            )
             session.add(copy)
             session.flush()
             return copy.id
@@ -587,37 +651,49 @@ class Store:
     # -- applying and undoing ----------------------------------------------------------------
 
     def save_applied(
-        self, edit_id: int, outcome: OutcomeFields, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+        self, edit_id: int, outcome: OutcomeFields, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
+        kind: str = "full",
     ) -> CheckpointRef:
-        """Writes the state after `edit_id` as a checkpoint, then records the edit applied, all or nothing.
-
-        The file is on disk before the transaction commits; if the transaction fails, the file is removed.
-        """
+        """Writes the checkpoint of `edit_id` (the whole state after it, or its delta), then records the edit
+        applied, all or nothing. The file is on disk before the transaction commits; if the transaction
+        fails, the file is removed. After a full checkpoint, the files before the previous full one go."""
+        self._writable("apply edits")
+        if kind not in ("full", "delta"):
+            raise StoreError(f"Unknown checkpoint kind {kind!r}.")
         path: Path | None = None
         try:
             with self.session() as session:
                 order = next_apply_order(session)
-                path = self.checkpoint_dir / checkpoint_name(order)
+                if kind == "delta" and not self._checkpoints(session, limit=1):
+                    raise StoreError("The first applied edit needs a full checkpoint, not a delta.")
+                path = self.checkpoint_dir / checkpoint_name(order, kind)
                 write_checkpoint_atomic(path, tensors, metadata)
-                record_applied(session, edit_id, outcome, path.relative_to(self.folder).as_posix(), apply_order=order)
+                record_applied(session, edit_id, outcome, path.relative_to(self.folder).as_posix(), apply_order=order,
+                               checkpoint_kind=kind)
         except BaseException:
             if path is not None:
                 path.unlink(missing_ok=True)
             raise
-        self._prune_checkpoints()
-        return CheckpointRef(order, edit_id, path)
+        if kind == "full":
+            self._prune_checkpoints()
+        return CheckpointRef(order, edit_id, path, kind)
 
     def _prune_checkpoints(self) -> None:
-        """Deletes checkpoints older than the newest `keep_checkpoints`: references first, then files."""
+        """Keeps the two newest full checkpoints and the deltas after the older one (so the edits since it
+        can be undone one by one); deletes the references to older files first, then the files."""
         with self.session() as session:
-            newest = session.scalar(select(func.max(Edit.apply_order)))
-            if newest is None:
+            fulls = session.scalars(
+                select(EditOutcome.apply_order)
+                .join(Edit, (EditOutcome.edit_id == Edit.id) & (EditOutcome.apply_order == Edit.apply_order))
+                .where(Edit.status == EditStatus.APPLIED, EditOutcome.checkpoint_kind == "full",
+                       EditOutcome.checkpoint_path.is_not(None))
+                .order_by(EditOutcome.apply_order.desc()).limit(2)
+            ).all()
+            if len(fulls) < 2:
                 return
             old = session.execute(
                 select(EditOutcome.id, EditOutcome.checkpoint_path).where(
-                    EditOutcome.checkpoint_path.is_not(None),
-                    EditOutcome.apply_order <= newest - self.keep_checkpoints,
-                )
+                    EditOutcome.checkpoint_path.is_not(None), EditOutcome.apply_order < fulls[1])
             ).all()
             session.execute(
                 update(EditOutcome).where(EditOutcome.id.in_([r.id for r in old])).values(checkpoint_path=None)
@@ -625,12 +701,24 @@ class Store:
         for row in old:
             (self.folder / row.checkpoint_path).unlink(missing_ok=True)
 
+    def next_apply_order(self) -> int:
+        """The number the next applied edit gets."""
+        with self.session() as session:
+            return next_apply_order(session)
+
+    def chain_bytes(self) -> tuple[int, int]:
+        """(bytes of the current chain's full checkpoint, bytes of the deltas after it)."""
+        chain = self.checkpoint_chain()
+        if not chain:
+            return 0, 0
+        return chain[0].path.stat().st_size, sum(ref.path.stat().st_size for ref in chain[1:])
+
     def roll_back_last(self) -> int | None:
         """Undoes the last applied edit in the store; returns its id, or None when nothing is applied.
 
-        Afterwards `latest_checkpoint()` is the state to load (None: the unedited model). Refused when that
-        earlier checkpoint was already pruned.
-        """
+        Afterwards `checkpoint_chain()` rebuilds the state to load ([]: the unedited model). Refused when
+        that earlier state is no longer kept."""
+        self._writable("undo edits")
         with self.session() as session:
             applied = session.scalars(
                 select(Edit).where(Edit.status == EditStatus.APPLIED).order_by(Edit.apply_order.desc()).limit(2)
@@ -639,12 +727,13 @@ class Store:
                 return None
             last = applied[0]
             if len(applied) > 1:
-                previous = self._latest_outcome_of(session, applied[1])
-                if previous.checkpoint_path is None or not (self.folder / previous.checkpoint_path).exists():
+                try:
+                    self.checkpoint_chain(up_to=applied[1].apply_order)
+                except StoreError:
                     raise StoreError(
                         f"Edit {last.id} cannot be undone: the state before it (after edit {applied[1].id}) is no "
-                        f"longer kept; only the last {self.keep_checkpoints} edits can be undone."
-                    )
+                        "longer kept; only the edits since the last two full checkpoints can be undone."
+                    ) from None
             outcome = self._latest_outcome_of(session, last)
             stale = outcome.checkpoint_path
             outcome.checkpoint_path = None
@@ -665,11 +754,14 @@ class Store:
 
     # -- routing probes ----------------------------------------------------------------------
 
-    def record_probe(
-        self, prompt: str, memory: str, score: float | None, threshold: float | None, answer: str
-    ) -> int:
+    def record_probe(self, prompt: str, form: str, memory_index: int, memory_kind: str, score: float | None,
+                     threshold: float | None, answer: str) -> int | None:
+        """Keeps a probe in the history (not in a workspace open read-only); returns its id."""
+        if self.read_only:
+            return None
         with self.session() as session:
-            probe = RoutingProbe(prompt=prompt, memory=memory, score=score, threshold=threshold, answer=answer)
+            probe = RoutingProbe(prompt=prompt, form=form, memory_index=memory_index, memory_kind=memory_kind,
+                                 score=score, threshold=threshold, answer=answer)
             session.add(probe)
             session.flush()
             return probe.id
@@ -678,9 +770,8 @@ class Store:
         """The newest probes first."""
         with self.session() as session:
             rows = session.scalars(select(RoutingProbe).order_by(RoutingProbe.id.desc()).limit(limit)).all()
-            return [
-                ProbeRecord(p.id, p.prompt, p.memory, p.score, p.threshold, p.answer, p.created_at) for p in rows
-            ]
+            return [ProbeRecord(p.id, p.prompt, p.form, p.memory_index, p.memory_kind, p.score, p.threshold, p.answer,
+                                p.created_at) for p in rows]
 
 
 def _workspace_info(row: Workspace) -> WorkspaceInfo:
@@ -694,6 +785,7 @@ def _workspace_info(row: Workspace) -> WorkspaceInfo:
 def _prepared(path: str | Path | None, create: bool) -> Path:
     """The database path, checked (read-only) and migrated to the current schema."""
     path = Path(path).expanduser() if path is not None else default_db_path()
+    path = path.resolve()  # one lock and one checkpoint folder however the file is reached (symlinks)
     if path.exists():
         if path.is_dir():
             raise StoreError(f"{path} is a folder; a workspace is a .sqlite file.")
@@ -706,11 +798,9 @@ def _prepared(path: str | Path | None, create: bool) -> Path:
     return path
 
 
-def open_store(
-    path: str | Path | None = None, *, create: bool = True, keep_checkpoints: int = DEFAULT_KEEP_CHECKPOINTS
-) -> Store:
+def open_store(path: str | Path | None = None, *, create: bool = True) -> Store:
     """The store at `path` (default: default_db_path()) without checking any model: for listing and import."""
-    return Store(_prepared(path, create), keep_checkpoints)
+    return Store(_prepared(path, create))
 
 
 def open_workspace(
@@ -723,9 +813,10 @@ def open_workspace(
     settings_json: str = "{}",
     create: bool = True,
     new_workspace: bool = False,
-    keep_checkpoints: int = DEFAULT_KEEP_CHECKPOINTS,
+    read_only: bool = False,
 ) -> Store:
-    """The store at `path` for edits on the given model.
+    """The store at `path` for edits on the given model, locked for this process (WorkspaceInUse when
+    another process holds it; read_only=True opens it without the lock, to browse, export and probe).
 
     - A database without a workspace row (new, or filled by `wise-gui import`) is claimed for this model.
     - Same fingerprint: the settings are updated; the layer and module may change only while no edit is applied.
@@ -737,7 +828,12 @@ def open_workspace(
         json.loads(settings_json)
     except (TypeError, json.JSONDecodeError) as exc:
         raise StoreError(f"The workspace settings are not valid JSON: {exc}") from None
-    store = open_store(path, create=create, keep_checkpoints=keep_checkpoints)
+    prepared = _prepared(path, create and not read_only)
+    lock = None
+    if not read_only:
+        lock = WorkspaceLock(prepared)
+        lock.acquire()
+    store = Store(prepared, lock=lock, read_only=read_only)
     try:
         _claim(store, model_source, fingerprint, layer, module_name, settings_json, new_workspace)
     except BaseException:
@@ -751,6 +847,11 @@ def _claim(
 ) -> None:
     with store.session() as session:
         row = session.scalar(select(Workspace).order_by(Workspace.id).limit(1))
+        if store.read_only:
+            if row is not None and row.fingerprint != fingerprint:
+                raise FingerprintMismatch(f"The workspace {store.path} belongs to the model {row.model_source!r}, not "
+                                          f"to the loaded model {model_source!r}.")
+            return
         if new and row is not None:
             edits = session.scalar(select(func.count(Edit.id)))
             if edits:
@@ -766,7 +867,7 @@ def _claim(
                 Workspace(
                     model_source=model_source, fingerprint=fingerprint, layer=layer,
                     module_name=module_name, settings_json=settings_json,
-                )  # fmt: skip
+                )
             )
             return
         if row.fingerprint != fingerprint:

@@ -1,9 +1,10 @@
 """Before/after answers of the selected edit: what the model said, what it says now, which memory answered.
 
-Rows come from the stored outcome (`answers`: one dict per prompt with kind, prompt, expected, before,
-after, routed_to, score, threshold, passed). The after-answer's words that differ from the before-answer
-are highlighted; the result column says pass/fail against the target (prompt and paraphrases) or against
-the old answer (locality prompts).
+Rows are the stored outcome's QuestionAnswers, asked in the form the apply run used (the chat template
+for an instruct model); the caption names that form. The after-answer's words that differ from the
+before-answer are highlighted; the result column says pass/fail against the target (prompt and
+paraphrases) or against the old answer (locality prompts). No cell is left empty: an answer the model
+ended at once reads "(no answer: ...)", a question not asked before the edit (an imported edit) "–".
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from wise_gui.ui.plot_data import answer_dict
+from wise_gui.app.views import stored_answers
+from wise_gui.core.evaluation import QuestionAnswer
+from wise_gui.store import EditDetail, EditStatus, OutcomeFields
+from wise_gui.ui.labels import FORM_LABELS, NOT_ASKED, answer_text, route_label
 from wise_gui.ui.style import (
     CHANGED_BACKGROUND,
     EDIT_COLOUR,
@@ -38,15 +42,23 @@ from wise_gui.ui.style import (
     PASS_BACKGROUND,
     PASS_COLOUR,
     SIDE_MEMORY_COLOUR,
+    format_duration,
+    format_fraction,
     format_score,
-    is_side_memory,
 )
 
 HTML_ROLE = Qt.UserRole + 10
 KIND_COLOURS = {"prompt": EDIT_COLOUR, "paraphrase": PARAPHRASE_COLOUR, "locality": LOCALITY_COLOUR}
 KIND_LABELS = {"prompt": "Edit prompt", "paraphrase": "Paraphrase", "locality": "Locality"}
 HEADERS = ["Kind", "Prompt", "Expected", "Before editing", "After editing", "Routed to", "Score", "Result"]
-AFTER_COLUMN = 4
+BEFORE_COLUMN, AFTER_COLUMN, ROUTE_COLUMN, SCORE_COLUMN, RESULT_COLUMN = 3, 4, 5, 6, 7
+
+
+def metrics_line(fields: OutcomeFields) -> str:
+    pct = format_fraction
+    return (f"Rel {pct(fields.rel)} · Gen {pct(fields.gen)} · Loc {pct(fields.loc)} · generated target "
+            f"{pct(fields.gen_success)} · took {format_duration(fields.seconds)}.  Rel/Gen: target tokens predicted; "
+            "Loc: unrelated answers unchanged.")
 
 
 def highlight_changes(before: str, after: str) -> str:
@@ -105,10 +117,12 @@ class AnswersPanel(QWidget):
         self.table.setItemDelegateForColumn(AFTER_COLUMN, HtmlDelegate(self.table))
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.Interactive)
-        for column, width in enumerate((84, 0, 100, 0, 0, 130, 52, 60)):
+        for column, width in enumerate((0, 0, 80, 0, 0, 0, 48, 56)):
             if width:
                 header.resizeSection(column, width)
-        for column in (1, 3, AFTER_COLUMN):  # the texts share what is left
+        for column in (0, ROUTE_COLUMN):  # the kind and the memory's name in full
+            header.setSectionResizeMode(column, QHeaderView.ResizeToContents)
+        for column in (1, BEFORE_COLUMN, AFTER_COLUMN):  # the texts share what is left
             header.setSectionResizeMode(column, QHeaderView.Stretch)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
@@ -117,43 +131,62 @@ class AnswersPanel(QWidget):
         layout.addWidget(self.table, 1)
         layout.addWidget(self.summary)
 
-    def show_answers(self, title: str, answers: list, summary: str = "") -> None:
-        rows = [answer_dict(a) for a in answers]
-        self.caption.setText(title)
+    def show_edit(self, detail: EditDetail | None) -> None:
+        """An edit's answers as stored when it was applied, with its scores."""
+        if detail is None:
+            self.clear("Select an edit to see its prompts answered before and after editing.")
+            return
+        outcome = detail.outcome
+        if outcome is None or not outcome.fields.answers:
+            self.clear(f"“{detail.request.prompt}” has not been applied yet: its answers before and after editing "
+                       "appear here once it is.")
+            return
+        fields = outcome.fields
+        undone = "" if detail.status == EditStatus.APPLIED else " (since rolled back)"
+        self.show_answers(f"“{detail.request.prompt}” → “{detail.request.target}”, applied as edit "
+                          f"{outcome.apply_order}{undone}", stored_answers(detail), metrics_line(fields))
+
+    def show_answers(self, title: str, answers: list[QuestionAnswer], summary: str = "") -> None:
+        forms = sorted({a.form for a in answers})
+        asked = f" · asked as {', '.join(FORM_LABELS.get(f, f) for f in forms)}" if forms else ""
+        self.caption.setText(title + asked)
         self.summary.setText(summary)
-        self.table.setRowCount(len(rows))
-        for row, answer in enumerate(rows):
+        self.table.setRowCount(len(answers))
+        for row, answer in enumerate(answers):
             self._fill_row(row, answer)
 
     def clear(self, message: str) -> None:
         self.show_answers(message, [])
 
-    def _fill_row(self, row: int, answer: dict) -> None:
-        kind = answer.get("kind", "")
-        before, after = answer.get("before", "") or "", answer.get("after", "") or ""
-        routed = answer.get("routed_to", "") or ""
-        passed = answer.get("passed")
-        expected = answer.get("expected") or ("same as before" if kind == "locality" else "")
-        cells = [KIND_LABELS.get(kind, kind), answer.get("prompt", ""), expected, before, after, routed,
-                 format_score(answer.get("score")), "–" if passed is None else ("✓ pass" if passed else "✗ fail")]
+    def _fill_row(self, row: int, answer: QuestionAnswer) -> None:
+        kind, route = answer.kind, answer.route
+        before, after = answer_text(answer.before), answer_text(answer.after)
+        expected = answer.expected or ("same as before" if kind == "locality" else NOT_ASKED)
+        cells = [KIND_LABELS.get(kind, kind), answer.question, expected, before, after, route_label(route),
+                 format_score(route.score), "✓ pass" if answer.passed else "✗ fail"]
         for column, text in enumerate(cells):
-            item = QTableWidgetItem(str(text))
-            item.setToolTip(str(text))
+            item = QTableWidgetItem(text)
+            item.setToolTip(text)
             self.table.setItem(row, column, item)
         self.table.item(row, 0).setForeground(QColor(KIND_COLOURS.get(kind, "#374151")))
+        if answer.before is None:
+            self.table.item(row, BEFORE_COLUMN).setToolTip("Not asked: the edit was imported with a side memory, "
+                                                           "so there is no answer from before it.")
         after_item = self.table.item(row, AFTER_COLUMN)
-        if " ".join(before.split()) != " ".join(after.split()):
+        if answer.before is not None and " ".join(before.split()) != " ".join(after.split()):
             after_item.setData(HTML_ROLE, highlight_changes(before, after))
             after_item.setToolTip(f"Before: {before}\nAfter: {after}")
-        threshold = answer.get("threshold")
-        if answer.get("score") is not None and threshold is not None:
-            self.table.item(row, 6).setToolTip(f"activation score {format_score(answer['score'])} "
-                                               f"vs threshold {format_score(threshold)}")
-        self.table.item(row, 5).setForeground(QColor(SIDE_MEMORY_COLOUR if is_side_memory(routed) else MAIN_MEMORY_COLOUR))
-        if passed is not None:
-            result = self.table.item(row, 7)
-            result.setForeground(QColor(PASS_COLOUR if passed else FAIL_COLOUR))
-            result.setBackground(QColor(PASS_BACKGROUND if passed else FAIL_BACKGROUND))
+        if route.score is not None and route.threshold is not None:
+            self.table.item(row, SCORE_COLUMN).setToolTip(f"activation score {format_score(route.score)} "
+                                                          f"vs threshold {format_score(route.threshold)}")
+        colour = SIDE_MEMORY_COLOUR if route.to_side_memory else MAIN_MEMORY_COLOUR
+        self.table.item(row, ROUTE_COLUMN).setForeground(QColor(colour))
+        result = self.table.item(row, RESULT_COLUMN)
+        result.setForeground(QColor(PASS_COLOUR if answer.passed else FAIL_COLOUR))
+        result.setBackground(QColor(PASS_BACKGROUND if answer.passed else FAIL_BACKGROUND))
+
+    def column_texts(self, column: int) -> list[str]:
+        return [self.table.item(r, column).text() for r in range(self.table.rowCount())]
 
     def after_answers(self) -> list[str]:
-        return [self.table.item(r, AFTER_COLUMN).text() for r in range(self.table.rowCount())]
+        return self.column_texts(AFTER_COLUMN)

@@ -4,21 +4,7 @@ from __future__ import annotations
 
 import sys
 
-ICON_SIZES = (16, 32, 48, 64, 128, 256)
-
-
-def app_icon():
-    """The application icon (resources/icons, written by packaging/make_icons.py), every PNG size in one QIcon."""
-    from PySide6.QtGui import QIcon
-
-    from wise_gui.resources_path import icon_path
-
-    icon = QIcon()
-    for size in ICON_SIZES:
-        path = icon_path(size)
-        if path.is_file():
-            icon.addFile(str(path))
-    return icon
+GIL_SWITCH_SECONDS = 0.001
 
 
 def create_application():
@@ -26,7 +12,11 @@ def create_application():
     from PySide6.QtWidgets import QApplication
 
     from wise_gui.resources_path import APP_ID
+    from wise_gui.ui.icons import app_icon
 
+    # The worker thread trains in Python between its torch calls: a GUI thread that wants the GIL gets it
+    # within 1 ms instead of Python's default 5 ms, so a repaint's many Python calls do not add up to a stall.
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("WISE Workbench")
     app.setOrganizationName("wise-gui")

@@ -8,11 +8,9 @@ calls that the store refuses are reported through `view.model().error`.
 from __future__ import annotations
 
 from PySide6.QtGui import QUndoCommand
-from sqlalchemy import update
 
 from wise_gui.core.edits import EditRequest
-from wise_gui.store import EditDetail, EditStatus, StoreError
-from wise_gui.store.schema import Edit
+from wise_gui.store import EditDetail, StoreError
 from wise_gui.ui.edit_table import EditTableView
 from wise_gui.ui.style import shorten
 
@@ -31,7 +29,7 @@ class _EditCommand(QUndoCommand):
     def store(self):
         return self.model.store
 
-    def perform(self) -> "_EditCommand":
+    def perform(self) -> _EditCommand:
         """Does the change now; raises StoreError if the store refuses it."""
         self._do()
         return self
@@ -118,15 +116,7 @@ class DeleteEdits(_EditCommand):
         self.model.edits_removed(self.edit_ids)
 
     def _undo(self) -> None:
-        restored = []
-        for detail in self.deleted:
-            status = detail.status if detail.status != EditStatus.APPLYING else EditStatus.QUEUED
-            restored.append((self.store.add_edit(detail.request, status=status), detail.position))
-        # add_edit appends; put each edit back at its old place in the list (queue order matters).
-        with self.store.session() as session:
-            for edit_id, position in restored:
-                session.execute(update(Edit).where(Edit.id == edit_id).values(position=position))
-        self.edit_ids = [edit_id for edit_id, _ in restored]
+        self.edit_ids = self.store.restore_edits(self.deleted)
         self.model.reload()
         rows = [r for r in (self.model.locate(i) for i in self.edit_ids) if r is not None]
         if rows:

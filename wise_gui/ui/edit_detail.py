@@ -94,15 +94,21 @@ class EditDetailPanel(QWidget):
         buttons.addWidget(self.revert_button)
         buttons.addWidget(self.save_button)
 
+        # Paraphrases and locality prompts side by side: the pane stays low enough to sit below the table.
+        lists = QHBoxLayout()
+        for title, view, list_buttons in (("Paraphrases", self.paraphrases, paraphrase_buttons),
+                                          ("Locality prompts", self.locality, locality_buttons)):
+            column = QVBoxLayout()
+            column.addWidget(QLabel(title))
+            column.addWidget(view, 1)
+            column.addWidget(list_buttons)
+            lists.addLayout(column, 1)
+        for view in (self.paraphrases, self.locality):
+            view.setMinimumHeight(60)
         layout = QVBoxLayout(self)
         layout.addLayout(header)
         layout.addLayout(form)
-        layout.addWidget(QLabel("Paraphrases"))
-        layout.addWidget(self.paraphrases, 1)
-        layout.addWidget(paraphrase_buttons)
-        layout.addWidget(QLabel("Locality prompts"))
-        layout.addWidget(self.locality, 1)
-        layout.addWidget(locality_buttons)
+        layout.addLayout(lists, 1)
         layout.addLayout(buttons)
         self.show_edit(None)
 
@@ -181,7 +187,7 @@ class EditDetailPanel(QWidget):
         return dataclasses.replace(
             self.detail.request, prompt=self.prompt.text().strip(), target=self.target.text().strip(),
             subject=self.subject.text().strip(), paraphrases=paraphrases, locality=tuple(locality),
-        )  # fmt: skip
+        )
 
     def save(self) -> None:
         if self.detail is None:

@@ -35,6 +35,16 @@ MAX_CACHED_PAGES = 40
 EDIT_ID_ROLE = Qt.UserRole + 1
 STATUS_ROLE = Qt.UserRole + 2
 _LOCKED = (EditStatus.APPLYING.value, EditStatus.APPLIED.value)
+# The roles as plain ints, looked up once: comparing with Qt's enum members costs more than the work.
+_DISPLAY, _EDIT, _TOOLTIP, _FOREGROUND, _BACKGROUND, _FONT, _ALIGN = (int(r) for r in (
+    Qt.DisplayRole, Qt.EditRole, Qt.ToolTipRole, Qt.ForegroundRole, Qt.BackgroundRole, Qt.FontRole,
+    Qt.TextAlignmentRole))
+_ANSWERED_ROLES = frozenset({_DISPLAY, _EDIT, _TOOLTIP, _FOREGROUND, _BACKGROUND, _FONT, _ALIGN, int(EDIT_ID_ROLE),
+                             int(STATUS_ROLE)})
+_CENTER = int(Qt.AlignCenter)
+_SELECTABLE = Qt.ItemIsEnabled | Qt.ItemIsSelectable
+_EDITABLE = _SELECTABLE | Qt.ItemIsEditable
+_TEXT_FIELDS = frozenset({"prompt", "target"})
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,8 @@ COLUMNS = [
 ]
 PROMPT_COLUMN = 2
 TARGET_COLUMN = 3
+FIXED_WIDTHS = (44, 86, 0, 0, 60, 48, 48, 48)  # 0: the text columns, fitted to the free width
+MIN_TEXT_WIDTH = 120
 _SCORE_FIELDS = {"rel", "gen", "loc"}
 
 
@@ -165,6 +177,15 @@ class EditTableModel(QAbstractTableModel):
     def is_new_row(self, row: int) -> bool:
         return self._new_row is not None and row == self._count
 
+    @property
+    def edit_count(self) -> int:
+        """Saved edits shown (the row being typed is not one yet)."""
+        return self._count
+
+    @property
+    def read_only(self) -> bool:
+        return self.store is None or self.store.read_only
+
     # -- Qt model API -----------------------------------------------------------------------------
 
     def rowCount(self, parent=QModelIndex()) -> int:
@@ -183,55 +204,52 @@ class EditTableModel(QAbstractTableModel):
         return None
 
     def flags(self, index):
-        base = Qt.ItemIsEnabled | Qt.ItemIsSelectable
-        if not COLUMNS[index.column()].editable:
-            return base
+        if not COLUMNS[index.column()].editable or self.read_only:
+            return _SELECTABLE
         if self.is_new_row(index.row()):
-            return base | Qt.ItemIsEditable
+            return _EDITABLE
         data = self.row_data(index.row())
-        return base | Qt.ItemIsEditable if data is not None and data.status not in _LOCKED else base
+        return _EDITABLE if data is not None and data.status not in _LOCKED else _SELECTABLE
 
-    def data(self, index, role=Qt.DisplayRole):
-        if not index.isValid():
+    def data(self, index, role=_DISPLAY):
+        # Called for every role of every visible cell on each repaint (about 1,600 times for a screenful),
+        # often while the worker thread competes for the GIL: the roles never answered leave at once.
+        if role not in _ANSWERED_ROLES:
             return None
+        row_number = index.row()
         column = COLUMNS[index.column()]
-        if self.is_new_row(index.row()):
+        if self._new_row is not None and row_number == self._count:
             return self._new_row_data(column, role)
-        row = self.row_data(index.row())
+        row = self.row_data(row_number)
         if row is None:
             return None
-        value = getattr(row, column.field)
-        if role == Qt.EditRole:
-            return value
-        if role == Qt.DisplayRole:
-            if column.field == "status":
+        field = column.field
+        if role == _DISPLAY:
+            value = getattr(row, field)
+            if field == "status":
                 return STATUS_LABELS.get(value, value)
-            if column.field in _SCORE_FIELDS:
+            if field in _SCORE_FIELDS:
                 return format_fraction(value)
             if isinstance(value, str):
                 return _one_line(value)
             return "" if value is None else value
-        if role == Qt.ToolTipRole:
-            if column.field == "status" and row.error:
+        if role == _FOREGROUND:
+            return _status_colour(row.status, 0) if field == "status" else None
+        if role == _BACKGROUND:
+            return _status_colour(row.status, 1) if field == "status" else None
+        if role == _FONT:
+            return _font(bold=True) if row.id == self.highlighted_edit else None
+        if role == _ALIGN:
+            return None if field in _TEXT_FIELDS else _CENTER
+        if role == _EDIT:
+            return getattr(row, field)
+        if role == _TOOLTIP:
+            if field == "status" and row.error:
                 return row.error
-            if column.field in ("prompt", "target"):
-                return value
-            return None
-        if role == Qt.ForegroundRole and column.field == "status":
-            return status_colours(row.status)[0]
-        if role == Qt.BackgroundRole and column.field == "status":
-            return status_colours(row.status)[1]
-        if role == Qt.FontRole and row.id == self.highlighted_edit:
-            font = QFont()
-            font.setBold(True)
-            return font
-        if role == Qt.TextAlignmentRole and column.field not in ("prompt", "target"):
-            return int(Qt.AlignCenter)
+            return getattr(row, field) if field in _TEXT_FIELDS else None
         if role == EDIT_ID_ROLE:
             return row.id
-        if role == STATUS_ROLE:
-            return row.status
-        return None
+        return row.status  # STATUS_ROLE
 
     def _new_row_data(self, column: Column, role):
         if role in (Qt.DisplayRole, Qt.EditRole):
@@ -244,9 +262,7 @@ class EditTableModel(QAbstractTableModel):
         if role == Qt.ForegroundRole:
             return status_colours(NEW_ROW_STATUS)[0]
         if role == Qt.FontRole:
-            font = QFont()
-            font.setItalic(True)
-            return font
+            return _font(italic=True)
         if role == STATUS_ROLE:
             return NEW_ROW_STATUS
         return None
@@ -261,6 +277,9 @@ class EditTableModel(QAbstractTableModel):
             self.dataChanged.emit(index, index)
             if self._new_row.prompt and self._new_row.target:
                 self.new_edit_requested.emit(EditRequest(self._new_row.prompt, self._new_row.target))
+            elif field == "target" and text:
+                self.error.emit("The new edit has no prompt yet: type the question in its Prompt cell, then it is "
+                                "saved with this target.")
             return True
         row = self.row_data(index.row())
         if row is None or getattr(row, field) == text:
@@ -278,8 +297,11 @@ class EditTableModel(QAbstractTableModel):
 
     # -- changes, kept in place -------------------------------------------------------------------
 
-    def start_new_row(self) -> int:
-        """Adds the empty row at the bottom (or returns it if it is already there)."""
+    def start_new_row(self) -> int | None:
+        """Adds the empty row at the bottom (or returns it if it is already there); None when the list
+        cannot be changed."""
+        if self.read_only:
+            return None
         if self._new_row is None:
             self.beginInsertRows(QModelIndex(), self._count, self._count)
             self._new_row = _NewRow()
@@ -375,6 +397,26 @@ def _blocks(rows: list[int]) -> list[tuple[int, int]]:
     return blocks
 
 
+_STATUS_COLOURS: dict[str, tuple] = {}
+_FONTS: dict[tuple[bool, bool], QFont] = {}
+
+
+def _status_colour(status: str, which: int):
+    """Foreground (0) or background (1) of a status, made once per status."""
+    if status not in _STATUS_COLOURS:
+        _STATUS_COLOURS[status] = status_colours(status)
+    return _STATUS_COLOURS[status][which]
+
+
+def _font(bold: bool = False, italic: bool = False) -> QFont:
+    if (bold, italic) not in _FONTS:
+        font = QFont()
+        font.setBold(bold)
+        font.setItalic(italic)
+        _FONTS[bold, italic] = font
+    return _FONTS[bold, italic]
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -387,7 +429,7 @@ def _row_from_detail(row: EditRow, detail: EditDetail) -> EditRow:
     return dataclasses.replace(
         row, status=detail.status, apply_order=detail.apply_order, prompt=detail.request.prompt,
         target=detail.request.target, subject=detail.request.subject, error=detail.error, **scores,
-    )  # fmt: skip
+    )
 
 
 class EditTableView(QTableView):
@@ -410,14 +452,46 @@ class EditTableView(QTableView):
         self.verticalHeader().setSectionResizeMode(QHeaderView.Fixed)  # no per-row measuring: 10,000 rows stay fast
         header = self.horizontalHeader()
         header.setHighlightSections(False)
+        # Every column can be resized by the user; until one is, the prompt and target share the free width.
         header.setSectionResizeMode(QHeaderView.Interactive)
-        for column, width in enumerate((48, 92, 0, 180, 64, 52, 52, 52)):
+        header.setStretchLastSection(False)
+        for column, width in enumerate(FIXED_WIDTHS):
             if width:
                 header.resizeSection(column, width)
-        header.setSectionResizeMode(PROMPT_COLUMN, QHeaderView.Stretch)
+        self.sized_by_user = False
+        self._fitting = False
+        header.sectionResized.connect(self._section_resized)
 
     def model(self) -> EditTableModel:
         return super().model()
+
+    def restore_columns(self, state) -> bool:
+        """Column widths as the user left them (a saved header state)."""
+        if not self.horizontalHeader().restoreState(state):
+            return False
+        self.sized_by_user = True
+        return True
+
+    def _section_resized(self, *_) -> None:
+        if not self._fitting:
+            self.sized_by_user = True
+
+    def fit_text_columns(self) -> None:
+        """Prompt and target share the width the other columns leave, 3 : 2."""
+        header = self.horizontalHeader()
+        others = sum(header.sectionSize(c) for c in range(len(COLUMNS)) if c not in (PROMPT_COLUMN, TARGET_COLUMN))
+        free = max(self.viewport().width() - others, 2 * MIN_TEXT_WIDTH)
+        self._fitting = True
+        try:
+            header.resizeSection(PROMPT_COLUMN, max(MIN_TEXT_WIDTH, free * 3 // 5))
+            header.resizeSection(TARGET_COLUMN, max(MIN_TEXT_WIDTH, free - free * 3 // 5))
+        finally:
+            self._fitting = False
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if not self.sized_by_user:
+            self.fit_text_columns()
 
     def selected_rows(self) -> list[int]:
         return sorted({index.row() for index in self.selectionModel().selectedRows()})
@@ -436,6 +510,8 @@ class EditTableView(QTableView):
     def start_new_edit(self) -> None:
         """Ctrl+N: an empty row at the bottom, its prompt cell open for typing."""
         row = self.model().start_new_row()
+        if row is None:
+            return
         self.select_row(row)
         self.edit(self.model().index(row, PROMPT_COLUMN))
 
@@ -489,4 +565,5 @@ class FilterBar(QWidget):
         self.changed.emit(self.text.text().strip(), self.status.currentData())
 
     def show_count(self, shown: int, total: int) -> None:
-        self.count.setText(f"{shown:,} edits" if shown == total else f"{shown:,} of {total:,}")
+        """`shown`: saved edits the filter lets through, of `total` in the workspace."""
+        self.count.setText(f"{total:,} edit{'s' * (total != 1)}" if shown == total else f"{shown:,} of {total:,}")

@@ -81,12 +81,14 @@ def format_parameter_count(n: int) -> str:
     return f"{n} parameters"
 
 
+def format_bytes(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
 def shorten(text: str, limit: int) -> str:
     """One line of at most `limit` characters, cut with an ellipsis."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def is_side_memory(label: str | None) -> bool:
-    """Memory labels come from the editor ("main memory", "side memory 1 (...)") or the store ("main", "side 0")."""
-    return bool(label) and not label.startswith("main")

@@ -1,11 +1,9 @@
-"""What every editing method at one FFN down projection shares: tokenisation, the evaluation interface,
-a training loop, and the attach/snapshot/detach life cycle.
+"""What every editing method at one FFN down projection shares: the evaluation interface (inherited from
+`EditedModel`, as WiseEditor's is, so one evaluation measures every method alike), a training loop, and
+the attach/snapshot/detach life cycle.
 
-`wise_gui.core.evaluation.evaluate` (and `target_perplexity`) call an editor through `teacher_forced`,
-`generate`, `tokenizer`, `_rows`, `_forward` and `_last_logits`; `LayerMethod` gives a baseline the same
-interface, with the same token layout as `WiseEditor`, so one evaluation measures every method alike.
-A subclass says how its edit changes the layer (`_applied`), how it learns an edit (`_learn`) and what
-its state is (`snapshot`/`restore`/`added_state_bytes`).
+A subclass says how its edit changes the layer (`_edits`), how it learns an edit (`_learn`) and what
+its state is (`snapshot`/`restore`/`added_state_bytes`). Baselines learn the raw form only.
 """
 
 from __future__ import annotations
@@ -13,10 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager
+from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,17 +21,18 @@ from torch import nn
 
 from wise_gui.core.edits import EditRequest
 from wise_gui.core.errors import WiseGuiError
+from wise_gui.core.inference import MAIN, EditedModel, Route
 from wise_gui.core.models import LoadedModel
+from wise_gui.core.tokens import TokenBatch, pad_id, pad_rows
 from wise_gui.core.wise.architecture import Architecture
-from wise_gui.core.wise.memory import MAIN, WiseLayer
-from wise_gui.core.tokens import TokenBatch, encode_left_padded, encode_rows, pad_id, special_prefix
+from wise_gui.core.wise.memory import WiseLayer
 
 # ----------------------------------------------------------------------------------------------
 # Token helpers
 
 
 def last_marked(mask: torch.Tensor) -> torch.Tensor:
-    """Per row, the index of the last True position of `mask` [B, T] (the last prompt token)."""
+    """Per row, the index of the last True position of `mask` [B, T] (the last question token)."""
     positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
     return (mask.long() * positions).max(dim=1).values - 1
 
@@ -61,7 +59,7 @@ class TrainSettings:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
-    def replace(self, **changes) -> "TrainSettings":
+    def replace(self, **changes) -> TrainSettings:
         known = {f.name for f in dataclasses.fields(self)}
         unknown = set(changes) - known
         if unknown:
@@ -88,7 +86,7 @@ def optimise(parameters: list[torch.Tensor], loss_fn: Callable[[], torch.Tensor]
     return settings.n_iter
 
 
-@dataclass
+@dataclass(frozen=True)
 class EditResult:
     """What `apply_edit` reports (the fields of WiseEditor's EditOutcome the benchmark reads)."""
 
@@ -108,26 +106,20 @@ class ProjectionWrapper(nn.Module):
         self.original = original
 
 
-class LayerMethod(ABC):
+class LayerMethod(EditedModel):
     """An editing method attached to one decoder layer's FFN down projection of a loaded model."""
 
     name = ""
     overwrites_weights = False  # True: the edit lives in the model's own weight, not in added state
 
     def __init__(self, loaded: LoadedModel, layer_index: int, settings: TrainSettings):
-        self.loaded = loaded
+        super().__init__(loaded)
         self.settings = settings
         self.arch = Architecture.of(loaded.model, layer_index)
         current = self.arch.down_projection()
         if isinstance(current, (WiseLayer, ProjectionWrapper)):
             raise WiseGuiError(f"Layer {layer_index} already has an editor attached ({type(current).__name__}); "
                                "detach it first.")
-        self._special_prefix = special_prefix(loaded.tokenizer)
-        self._last_logits: torch.Tensor | None = None
-
-    @property
-    def tokenizer(self):
-        return self.loaded.tokenizer
 
     @property
     def layer_index(self) -> int:
@@ -140,19 +132,18 @@ class LayerMethod(ABC):
     # ---- what a subclass defines ------------------------------------------------------------------
 
     @abstractmethod
-    def _applied(self, use_edits: bool, query_positions: torch.Tensor,
-                 keep_decision: bool) -> AbstractContextManager[None]:
-        """A context: forward passes inside run with the edits (or without them, as the unedited model).
-        A method that looks its edits up decides on the `query_positions` token of each row and, with
-        `keep_decision`, keeps that decision for later passes (generated tokens)."""
-
-    @abstractmethod
     def _learn(self, request: EditRequest, batch: TokenBatch) -> int:
         """Train one edit on `prompt + " " + target`; returns the number of forward passes."""
 
     def _choices(self) -> torch.Tensor | None:
         """Per row of the last forward pass, which stored edit answered (MAIN: none); None: no lookup."""
         return None
+
+    def _routes(self, rows: int) -> list[Route]:
+        choices = self._choices()
+        if choices is None:
+            return [Route(MAIN, "main")] * rows
+        return [Route(int(c), "codebook") if int(c) != MAIN else Route(MAIN, "main") for c in choices.tolist()]
 
     @abstractmethod
     def snapshot(self):
@@ -170,7 +161,7 @@ class LayerMethod(ABC):
     def detach(self) -> None:
         """Give the model back exactly as it was before this method was attached."""
 
-    # ---- the interface evaluation and the benchmark use -----------------------------------------
+    # ---- editing ------------------------------------------------------------------------------------
 
     def apply_edit(self, request: EditRequest) -> EditResult:
         problems = request.validate()
@@ -178,51 +169,11 @@ class LayerMethod(ABC):
             raise WiseGuiError("This edit cannot be applied: " + "; ".join(problems) + ".")
         started = time.perf_counter()
         before = self.snapshot()
+        p = self.prompter
+        batch = pad_rows([p.with_target(p.question(request.prompt), request.target)], pad_id(self.tokenizer))
         try:
-            iterations = self._learn(request, self._rows([request.prompt], [request.target]))
+            iterations = self._learn(request, batch)
         except BaseException:  # e.g. Ctrl+C mid-training: no half-learnt edit stays behind
             self.restore(before)
             raise
         return EditResult(seconds=time.perf_counter() - started, iterations=iterations)
-
-    def _rows(self, prompts: list[str], targets: list[str] | None) -> TokenBatch:
-        return encode_rows(self.tokenizer, self._special_prefix, prompts, targets)
-
-    def _model_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        device = self.loaded.input_device
-        return self.loaded.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                 use_cache=False).logits
-
-    def _forward(self, batch: TokenBatch, score_mask: torch.Tensor,
-                 use_side_memory: bool = True) -> torch.Tensor | None:
-        """One forward pass, edits looked up on each row's last `score_mask` token; keeps the logits."""
-        with self._applied(use_side_memory, last_marked(score_mask), keep_decision=False):
-            self._last_logits = self._model_logits(batch.input_ids, batch.attention_mask)
-        return self._choices() if use_side_memory else None
-
-    @torch.no_grad()
-    def teacher_forced(self, prompts: list[str], targets: list[str], use_side_memory: bool = True):
-        """As WiseEditor.teacher_forced: per row (predicted target-token ids, target ids, choice)."""
-        batch = self._rows(prompts, targets)
-        choices = self._forward(batch, batch.score_mask, use_side_memory)
-        results = []
-        for row in range(len(prompts)):
-            positions = batch.target_mask[row].nonzero().flatten()
-            predicted = self._last_logits[row, positions - 1].argmax(-1).cpu().tolist()
-            choice = int(choices[row]) if choices is not None else MAIN
-            results.append((predicted, batch.input_ids[row, positions].tolist(), choice))
-        return results
-
-    @torch.no_grad()
-    def generate(self, prompts: list[str], max_new_tokens: int = 20, use_side_memory: bool = True,
-                 chat: bool = False, min_new_tokens: int = 0) -> list[str]:
-        """Greedy answers; a lookup decided on the prompt's last token holds for every generated token."""
-        texts = [self.loaded.format_question(p, chat) for p in prompts]
-        input_ids, attention = encode_left_padded(self.tokenizer, self._special_prefix, texts)
-        last = torch.full((len(texts),), input_ids.shape[1] - 1, dtype=torch.long)
-        device = self.loaded.input_device
-        with self._applied(use_side_memory, last, keep_decision=True):
-            output = self.loaded.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                                                max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False,
-                                                pad_token_id=pad_id(self.tokenizer))
-        return [self.tokenizer.decode(row[input_ids.shape[1]:], skip_special_tokens=True) for row in output]

@@ -19,7 +19,7 @@ import torch
 from wise_gui.core.baselines.base import LayerMethod, TrainSettings, optimise, target_loss
 from wise_gui.core.edits import EditRequest
 from wise_gui.core.models import LoadedModel
-from wise_gui.core.wise.training import TokenBatch
+from wise_gui.core.tokens import TokenBatch
 
 
 @dataclass
@@ -41,7 +41,7 @@ class FineTuneLayer(LayerMethod):
         self.original = self.weight.detach().clone()
 
     @contextmanager
-    def _applied(self, use_edits: bool, query_positions: torch.Tensor, keep_decision: bool):
+    def _edits(self, use_edits: bool, question_mask: torch.Tensor, lock: bool):
         if use_edits:
             yield
             return
@@ -55,9 +55,8 @@ class FineTuneLayer(LayerMethod):
     def _learn(self, request: EditRequest, batch: TokenBatch) -> int:
         self.weight.requires_grad_(True)
         try:
-            return optimise(
-                [self.weight], lambda: target_loss(self._model_logits(batch.input_ids, batch.attention_mask), batch),
-                self.settings, after_step=self._constrain if self.settings.norm_constraint is not None else None)
+            return optimise([self.weight], lambda: target_loss(self._logits(batch), batch), self.settings,
+                            after_step=self._constrain if self.settings.norm_constraint is not None else None)
         finally:
             self.weight.requires_grad_(False)
 

@@ -23,13 +23,19 @@ from dataclasses import dataclass
 
 import torch
 
-from wise_gui.core.baselines.base import (LayerMethod, ProjectionWrapper, TrainSettings, last_marked, optimise,
-                                          target_loss)
+from wise_gui.core.baselines.base import (
+    LayerMethod,
+    ProjectionWrapper,
+    TrainSettings,
+    last_marked,
+    optimise,
+    target_loss,
+)
 from wise_gui.core.edits import EditRequest
 from wise_gui.core.errors import WiseGuiError
+from wise_gui.core.inference import MAIN
 from wise_gui.core.models import LoadedModel
-from wise_gui.core.wise.memory import MAIN
-from wise_gui.core.wise.training import TokenBatch
+from wise_gui.core.tokens import TokenBatch
 
 
 @dataclass
@@ -52,7 +58,7 @@ class Codebook:
     labels: list[str]  # the target each key was trained for (the expand/split rule compares them)
 
     @classmethod
-    def empty(cls, key_size: int, value_size: int, dtype: torch.dtype, device: torch.device) -> "Codebook":
+    def empty(cls, key_size: int, value_size: int, dtype: torch.dtype, device: torch.device) -> Codebook:
         return cls(torch.empty(0, key_size, dtype=dtype, device=device),
                    torch.empty(0, value_size, dtype=dtype, device=device),
                    torch.empty(0, dtype=torch.float32, device=device), [])
@@ -60,7 +66,7 @@ class Codebook:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def clone(self) -> "Codebook":
+    def clone(self) -> Codebook:
         return Codebook(self.keys.clone(), self.values.clone(), self.radii.clone(), list(self.labels))
 
     def nbytes(self) -> int:
@@ -168,9 +174,9 @@ class Grace(LayerMethod):
         return self.layer.codebook
 
     @contextmanager
-    def _applied(self, use_edits: bool, query_positions: torch.Tensor, keep_decision: bool):
+    def _edits(self, use_edits: bool, question_mask: torch.Tensor, lock: bool):
         layer = self.layer
-        layer.enabled, layer.query_positions, layer.keep_decision = use_edits, query_positions, keep_decision
+        layer.enabled, layer.query_positions, layer.keep_decision = use_edits, last_marked(question_mask), lock
         layer.last_choice = None
         try:
             yield
@@ -190,7 +196,8 @@ class Grace(LayerMethod):
 
         handle = self.layer.original.register_forward_hook(keep)
         try:
-            self._forward(batch, batch.score_mask, use_side_memory=False)
+            with self._edits(False, batch.score_mask, lock=False):
+                self._logits(batch)
         finally:
             handle.remove()
         position = int(last_marked(batch.score_mask)[0])
@@ -202,10 +209,8 @@ class Grace(LayerMethod):
         value = self.codebook.values[slot].clone().requires_grad_(True)
         self.layer.training_value = value
         try:
-            with self._applied(True, last_marked(batch.score_mask), keep_decision=False):
-                iterations = optimise(
-                    [value], lambda: target_loss(self._model_logits(batch.input_ids, batch.attention_mask), batch),
-                    self.settings)
+            with self._edits(True, batch.score_mask, lock=False):
+                iterations = optimise([value], lambda: target_loss(self._logits(batch), batch), self.settings)
         finally:
             self.layer.training_value = None
         self.codebook.values[slot] = value.detach()

@@ -45,7 +45,7 @@ class Architecture:
     transposed: bool
 
     @classmethod
-    def of(cls, model: nn.Module, layer_index: int) -> "Architecture":
+    def of(cls, model: nn.Module, layer_index: int) -> Architecture:
         model_type = model.config.model_type
         family = _FAMILY.get(model_type)
         if family is None:
@@ -57,7 +57,7 @@ class Architecture:
         if not 0 <= layer_index < len(layers):
             raise WiseGuiError(f"Layer {layer_index} does not exist: the model has layers 0..{len(layers) - 1}.")
         layer = layers[layer_index]
-        activation = getattr(model.config, "hidden_act", None) or getattr(model.config, "activation_function")
+        activation = getattr(model.config, "hidden_act", None) or model.config.activation_function
         return cls(
             model=model,
             family=family,

@@ -1,27 +1,30 @@
-"""Training one edit into the current shard: the batch, the two forward paths, the loss, the steps.
+"""Training one edit: the rows, the two forward paths, the loss, and the steps as a generator of events.
 
 Everything below the edited layer is frozen, and so is everything in that layer but W': the input
 `a` of the down projection and the residual stream it is added to never change during an edit.
 The cached path computes them once and, in each step, runs only the layers above with the LM head
 at the target positions. The full path runs the whole model each step; both give the same loss.
+
+The edit's rows come in groups (raw form, chat form), each padded on its own so a long chat row does not
+pad every raw row; each group has a share of the cross-entropy.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 
-from wise_gui.core.tokens import TokenBatch, encode_pair, pad_id, pad_rows
+from wise_gui.core.tokens import TokenBatch
 from wise_gui.core.wise.architecture import Architecture
-from wise_gui.core.wise.memory import WiseLayer
+from wise_gui.core.wise.memory import WiseLayer, question_features, sequence_scores
 from wise_gui.core.wise.settings import WiseSettings
 
 
-@dataclass
+@dataclass(frozen=True)
 class StepEvent:
     """One optimisation step, reported as plain numbers for plots and logs."""
 
@@ -30,29 +33,24 @@ class StepEvent:
     margin_loss: float
     total_loss: float
     edit_scores: list[float]
-    irrelevant_score: float  # the highest score among the irrelevant rows
-    seconds: float
+    irrelevant_score: float  # the highest score among the irrelevant rows (NaN: none)
+    seconds: float  # since the edit's training started
+    learnt: bool  # every target token is predicted and the margins hold
 
 
-@dataclass
+@dataclass(frozen=True)
 class MarginTargets:
     alpha: float
     beta: float
     gamma: float
 
 
-def build_edit_batch(tokenizer, prompt: str, target: str, templates: list[str]) -> TokenBatch:
-    """Rows: the prompt as is and behind each context template, each followed by " target"."""
-    rows = [encode_pair(tokenizer, prefix, prompt, target) for prefix in [""] + templates]
-    return pad_rows(rows, pad_id(tokenizer), [False] * len(rows))
+@dataclass(frozen=True)
+class RowGroup:
+    """Edit rows padded together, and their share of the cross-entropy."""
 
-
-def build_irrelevant_batch(tokenizer, samples: list[str]) -> TokenBatch | None:
-    """Unrelated texts, scored on all their tokens; they need no target and no upper layers."""
-    if not samples:
-        return None
-    rows = [([], tokenizer(text, add_special_tokens=False)["input_ids"], []) for text in samples]
-    return pad_rows(rows, pad_id(tokenizer), [True] * len(rows))
+    batch: TokenBatch
+    weight: float
 
 
 def masked_mean_positive(values: torch.Tensor) -> torch.Tensor:
@@ -80,16 +78,14 @@ class _CapturedForward:
         handles = [arch.pre_mlp_norm.register_forward_pre_hook(self._keep_residual)]
         for layer_above in arch.upper_layers() if upper else []:
             handles.append(layer_above.register_forward_pre_hook(self._keep_call, with_kwargs=True))
-        layer.capture_input = True
         try:
-            with torch.no_grad():
-                arch.model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False)
+            with torch.no_grad(), layer.off(), layer.capturing() as inputs:
+                arch.model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                           use_cache=False)
         finally:
-            layer.capture_input = False
             for handle in handles:
                 handle.remove()
-        self.down_input = layer.captured_input
-        layer.captured_input = None
+        self.down_input = inputs[0]
 
     def _keep_residual(self, module, args):
         self.residual = args[0].detach()
@@ -98,76 +94,113 @@ class _CapturedForward:
         self.upper_calls.append((args[1:], dict(kwargs)))
 
 
-class EditTrainer:
-    """The loss of one edit as a function of the shard weight W', by the cached or the full path."""
+class _Group:
+    """One row group's captured activations and target positions."""
 
-    def __init__(self, arch: Architecture, layer: WiseLayer, batch: TokenBatch, irrelevant: TokenBatch | None,
-                 margins: MarginTargets, full_forward: bool,
+    def __init__(self, trainer: EditTrainer, group: RowGroup):
+        layer, device = trainer.layer, trainer.device
+        self.batch, self.weight = group.batch, group.weight
+        self.rows = group.batch.input_ids.shape[0]
+        self.captured = _CapturedForward(trainer.arch, layer, group.batch, device)
+        self.down_input = self.captured.down_input
+        self.main_activation = layer.act_fn(layer.project(self.down_input, layer.weight).float())
+        self.score_mask = group.batch.score_mask.to(device)
+        # Positions whose logits predict a target token: one before each target token.
+        target_mask = group.batch.target_mask.to(device)
+        self.predict_rows, self.predict_cols = target_mask[:, 1:].nonzero(as_tuple=True)
+        self.target_ids = group.batch.input_ids.to(device)[self.predict_rows, self.predict_cols + 1]
+
+
+class EditTrainer:
+    """The loss of one edit as a function of the trained weight W', by the cached or the full path."""
+
+    def __init__(self, arch: Architecture, layer: WiseLayer, groups: list[RowGroup], irrelevant: list[TokenBatch],
+                 margins: MarginTargets | None, full_forward: bool,
                  replay_inputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None):
         self.arch = arch
         self.layer = layer
-        self.batch = batch
-        self.irrelevant = irrelevant
-        self.n_edit_rows = batch.input_ids.shape[0]
-        self.margins = margins
+        self.margins = margins  # None: cross-entropy only (MEMOIR)
         self.full_forward = full_forward
         self.device = layer.weight.device
         self.replay_inputs = replay_inputs or []
-        self.captured = _CapturedForward(arch, layer, batch, self.device)
-        self.down_input = self.captured.down_input
-        self.main_activation = layer.act_fn(layer.project(self.down_input, layer.weight))
-        self.score_mask = batch.score_mask.to(self.device)
-        if irrelevant is not None:
-            self.irrelevant_input = _CapturedForward(arch, layer, irrelevant, self.device, upper=False).down_input
-            self.irrelevant_main = layer.act_fn(layer.project(self.irrelevant_input, layer.weight))
-            self.irrelevant_mask = irrelevant.score_mask.to(self.device)
-        # Positions whose logits predict a target token: one before each target token.
-        target_mask = batch.target_mask.to(self.device)
-        self.predict_rows, self.predict_cols = target_mask[:, 1:].nonzero(as_tuple=True)
-        self.target_ids = batch.input_ids.to(self.device)[self.predict_rows, self.predict_cols + 1]
+        self.groups = [_Group(self, group) for group in groups]
+        self.irrelevant = [self._irrelevant(batch) for batch in irrelevant]
+        self.all_targets_predicted = False
+
+    def _irrelevant(self, batch: TokenBatch) -> tuple[TokenBatch, torch.Tensor, torch.Tensor, torch.Tensor]:
+        down_input = _CapturedForward(self.arch, self.layer, batch, self.device, upper=False).down_input
+        main = self.layer.act_fn(self.layer.project(down_input, self.layer.weight).float())
+        return batch, down_input, main, batch.score_mask.to(self.device)
 
     def _scores(self, down_output, main_activation, mask) -> torch.Tensor:
-        distances = torch.linalg.vector_norm(self.layer.act_fn(down_output) - main_activation, dim=-1)
-        return self.layer.sequence_scores(distances, mask)
+        distances = torch.linalg.vector_norm(self.layer.act_fn(down_output.float()) - main_activation, dim=-1)
+        return sequence_scores(distances, mask)
+
+    def question_feature(self) -> torch.Tensor:
+        """[in]: the mean projection input over the question tokens, averaged over every edit row."""
+        features = [question_features(g.down_input, g.score_mask) for g in self.groups]
+        return torch.cat(features).mean(dim=0)
+
+    def edit_inputs(self) -> torch.Tensor:
+        """[tokens, in]: the projection input at every question token and every position that predicts
+        a target token, in every edit row: where the edit's memory must act."""
+        parts = []
+        for g in self.groups:
+            acting = g.score_mask.clone()
+            acting[g.predict_rows, g.predict_cols] = True
+            parts.append(g.down_input[acting])
+        return torch.cat(parts)
 
     def edit_scores(self, weight: torch.Tensor) -> torch.Tensor:
-        return self._scores(self.layer.project(self.down_input, weight), self.main_activation, self.score_mask)
+        return torch.cat([self._scores(self.layer.project(g.down_input, weight), g.main_activation, g.score_mask)
+                          for g in self.groups])
 
     def irrelevant_scores(self, weight: torch.Tensor) -> torch.Tensor | None:
-        if self.irrelevant is None:
+        if not self.irrelevant:
             return None
-        return self._scores(self.layer.project(self.irrelevant_input, weight), self.irrelevant_main, self.irrelevant_mask)
+        return torch.cat([self._scores(self.layer.project(down_input, weight), main, mask)
+                          for _, down_input, main, mask in self.irrelevant])
 
-    def _ce_from_target_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        token_losses = F.cross_entropy(logits.float(), self.target_ids, reduction="none")
-        # Mean over each edit row's target tokens, then over the rows (as the reference does).
-        per_row = torch.zeros(self.n_edit_rows, device=logits.device).index_add(0, self.predict_rows, token_losses)
-        counts = torch.zeros_like(per_row).index_add(0, self.predict_rows, torch.ones_like(token_losses))
+    @staticmethod
+    def _ce(group: _Group, logits: torch.Tensor) -> torch.Tensor:
+        token_losses = F.cross_entropy(logits.float(), group.target_ids, reduction="none")
+        # Mean over each row's target tokens, then over the group's rows (as the reference does).
+        per_row = torch.zeros(group.rows, device=logits.device).index_add(0, group.predict_rows, token_losses)
+        counts = torch.zeros_like(per_row).index_add(0, group.predict_rows, torch.ones_like(token_losses))
         return (per_row / counts.clamp_min(1)).mean()
 
     def losses(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(cross-entropy, margin loss, edit-row scores, irrelevant-row scores) for shard weight `weight`."""
-        if self.full_forward:
-            down_output, target_logits, irrelevant_output = self._full_path(weight)
-            irrelevant_scores = (None if irrelevant_output is None else
-                                 self._scores(irrelevant_output, self.irrelevant_main, self.irrelevant_mask))
+        """(cross-entropy, margin loss, edit-row scores, irrelevant-row scores) for the weight `weight`."""
+        ce = weight.new_zeros((), dtype=torch.float32)
+        edit_scores, predicted = [], True
+        for group in self.groups:
+            if self.full_forward:
+                down_output, target_logits = self._full_path(weight, group.batch, group)
+            else:
+                down_output, target_logits = self._cached_path(weight, group)
+            ce = ce + group.weight * self._ce(group, target_logits)
+            predicted = predicted and bool((target_logits.argmax(-1) == group.target_ids).all())
+            edit_scores.append(self._scores(down_output, group.main_activation, group.score_mask))
+        self.all_targets_predicted = predicted
+        edit_scores = torch.cat(edit_scores)
+        if self.full_forward and self.irrelevant:
+            irrelevant_scores = torch.cat([self._scores(self._full_path(weight, batch)[0], main, mask)
+                                           for batch, _, main, mask in self.irrelevant])
         else:
-            down_output, target_logits = self._cached_path(weight)
             irrelevant_scores = self.irrelevant_scores(weight)
-        ce = self._ce_from_target_logits(target_logits)
-        self.all_targets_predicted = bool((target_logits.argmax(-1) == self.target_ids).all())
-        edit_scores = self._scores(down_output, self.main_activation, self.score_mask)
+        if self.margins is None:
+            return ce, ce.new_zeros(()), edit_scores, irrelevant_scores
         margin = margin_loss(edit_scores, irrelevant_scores, self.margins)
         for down_input, mask in self.replay_inputs:
-            main = self.layer.act_fn(self.layer.project(down_input, self.layer.weight))
+            main = self.layer.act_fn(self.layer.project(down_input, self.layer.weight).float())
             replay_scores = self._scores(self.layer.project(down_input, weight), main, mask)
             margin = margin + masked_mean_positive(replay_scores - self.margins.alpha)
         return ce, margin, edit_scores, irrelevant_scores
 
-    def _cached_path(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        down_output = self.layer.project(self.down_input, weight)
-        hidden = self.captured.residual + down_output
-        calls = list(zip(self.arch.upper_layers(), self.captured.upper_calls))
+    def _cached_path(self, weight: torch.Tensor, group: _Group) -> tuple[torch.Tensor, torch.Tensor]:
+        down_output = self.layer.project(group.down_input, weight)
+        hidden = group.captured.residual + down_output
+        calls = list(zip(self.arch.upper_layers(), group.captured.upper_calls))
         # Llama-family layers are called with keyword arguments only; anything else runs whole.
         trim_last = bool(calls) and self.arch.family == "llama" and not calls[-1][1][0]
         for upper, (args, kwargs) in calls[:-1] if trim_last else calls:
@@ -175,69 +208,120 @@ class EditTrainer:
             hidden = out[0] if isinstance(out, tuple) else out
         if trim_last:
             last_layer, (_, last_kwargs) = calls[-1]
-            picked = self._llama_layer_at_targets(last_layer, hidden, last_kwargs)
+            picked = self._llama_layer_at_targets(last_layer, hidden, last_kwargs, group)
         else:
-            picked = hidden[self.predict_rows, self.predict_cols]
+            picked = hidden[group.predict_rows, group.predict_cols]
         return down_output, self.arch.lm_head(self.arch.final_norm(picked))
 
-    def _llama_layer_at_targets(self, layer, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    @staticmethod
+    def _llama_layer_at_targets(layer, hidden: torch.Tensor, kwargs: dict, group: _Group) -> torch.Tensor:
         """The last decoder layer, with its MLP (two thirds of the layer's work) only at the positions
         whose logits are used; attention still reads every position. Same result as the whole layer."""
         attention, _ = layer.self_attn(layer.input_layernorm(hidden), **kwargs)
-        picked = (hidden + attention)[self.predict_rows, self.predict_cols]
+        picked = (hidden + attention)[group.predict_rows, group.predict_cols]
         return picked + layer.mlp(layer.post_attention_layernorm(picked))
 
-    def _full_path(self, weight: torch.Tensor):
-        """The reference way: every row through the whole model, every step."""
-        shard = self.layer.state.shard
-        stored = shard.weight
-        shard.weight = weight
-        try:
-            down_output, logits = self._run_whole_model(self.batch)
-            irrelevant_output = self._run_whole_model(self.irrelevant)[0] if self.irrelevant is not None else None
-        finally:
-            shard.weight = stored
-        return down_output, logits[self.predict_rows, self.predict_cols], irrelevant_output
-
-    def _run_whole_model(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _full_path(self, weight: torch.Tensor, batch: TokenBatch, group: _Group | None = None):
+        """The reference way: the rows through the whole model, every step."""
         outputs: list[torch.Tensor] = []
         hook = self.layer.register_forward_hook(lambda module, args, out: outputs.append(out))
         try:
-            logits = self.arch.model(input_ids=batch.input_ids.to(self.device),
-                                     attention_mask=batch.attention_mask.to(self.device), use_cache=False).logits
+            with self.layer.through(weight):
+                logits = self.arch.model(input_ids=batch.input_ids.to(self.device),
+                                         attention_mask=batch.attention_mask.to(self.device), use_cache=False).logits
         finally:
             hook.remove()
-        return outputs[0], logits
+        if group is None:
+            return outputs[0], None
+        return outputs[0], logits[group.predict_rows, group.predict_cols]
 
 
-def train_steps(trainer: EditTrainer, weight: torch.Tensor, mask: torch.Tensor, settings: WiseSettings,
-                should_stop: Callable[[], bool] | None = None) -> Iterator[StepEvent]:
-    """SGD on `weight` in place, gradient restricted to `mask`, each entry clamped to W +- norm_constraint.
-    Yields after every step; stops early (reference rule) or when `should_stop()` says so."""
-    original = trainer.layer.weight
-    low, high = original - settings.norm_constraint, original + settings.norm_constraint
+class MaskedWeight:
+    """What an edit trains in a WISE shard or MEMOIR's residual: a copy of the weight, the gradient
+    restricted to a mask, each entry kept within W +- norm_constraint (when clamped). The steps run on a
+    float32 copy (a bfloat16 weight would round most of an SGD step away), written back into `weight`
+    in its own dtype after every step."""
+
+    def __init__(self, weight: torch.Tensor, grad_mask: torch.Tensor, original: torch.Tensor, lr: float,
+                 norm_constraint: float | None, change_dtype: torch.dtype | None = None):
+        self.target, self.lr = weight, lr
+        # The change W' - W is kept in this dtype (float16 column memories): every step is rounded to it,
+        # so what training measured is what the stored memory computes.
+        self.change_dtype = change_dtype
+        self.original = original.float()
+        self.grad_mask = grad_mask.to(torch.float32)
+        self.work = weight.detach().float().clone()
+        original = original.float()
+        self.bounds = None if norm_constraint is None else (original - norm_constraint, original + norm_constraint)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.work]
+
+    def weight(self, parameters: list[torch.Tensor]) -> torch.Tensor:
+        return parameters[0]
+
+    def trained_weight(self) -> torch.Tensor:
+        """The weight as the memory keeps it (in the model's dtype)."""
+        return self.target
+
+    @torch.no_grad()
+    def step(self, grads: list[torch.Tensor]) -> None:
+        self.work.sub_(self.lr * grads[0] * self.grad_mask)
+        if self.bounds is not None:
+            torch.clamp_(self.work, min=self.bounds[0], max=self.bounds[1])
+        if self.change_dtype is not None:
+            self.work.copy_(self.original + (self.work - self.original).to(self.change_dtype).float())
+        self.target.copy_(self.work.to(self.target.dtype))
+
+
+class LowRankChange:
+    """A rank-r change W + U V^T: V holds the main directions of the edit's question inputs (relative
+    to unrelated text) and stays fixed, U starts at zero and is trained, so the memory acts on inputs
+    like the edit's and on little else. (Training both factors lets their product grow without bound
+    under the margin loss.) Stored as its two factors: r x (in + out) numbers."""
+
+    def __init__(self, original: torch.Tensor, directions: torch.Tensor, lr: float, transposed: bool):
+        self.original, self.lr, self.transposed = original.detach(), lr, transposed
+        self.v = directions.float().clone()  # [in, r]
+        outputs = original.shape[1] if transposed else original.shape[0]
+        self.u = torch.zeros(outputs, directions.shape[1], device=original.device)  # [out, r]
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.u]
+
+    def weight(self, parameters: list[torch.Tensor]) -> torch.Tensor:
+        change = parameters[0] @ self.v.t()  # [out, in]
+        return self.original.float() + (change.t() if self.transposed else change)
+
+    def trained_weight(self) -> torch.Tensor:
+        return self.weight([self.u])
+
+    @torch.no_grad()
+    def step(self, grads: list[torch.Tensor]) -> None:
+        self.u.sub_(self.lr * grads[0])
+
+
+def train_steps(trainer: EditTrainer, trainable: MaskedWeight | LowRankChange, settings: WiseSettings
+                ) -> Iterator[StepEvent]:
+    """SGD on `trainable`. Yields after every step; ends at the early stop (the reference rule, or
+    learnt + settle_steps). The consumer stops it between steps by closing the generator."""
     started = time.perf_counter()
     previous = float("inf")
     learnt_streak = 0
-    mask = mask.to(weight.dtype)
     for iteration in range(settings.n_iter):
-        if should_stop is not None and should_stop():
-            return
-        trainable = weight.detach().requires_grad_(True)
-        ce, margin, edit_scores, irrelevant_scores = trainer.losses(trainable)
+        parameters = [p.detach().requires_grad_(True) for p in trainable.parameters()]
+        ce, margin, edit_scores, irrelevant_scores = trainer.losses(trainable.weight(parameters))
         total = ce + margin
         value = float(total.detach())
-        event = _event(iteration, ce, margin, total, edit_scores, irrelevant_scores, started)
+        learnt = _learnt(trainer, edit_scores, irrelevant_scores)
+        event = _event(iteration, ce, margin, total, edit_scores, irrelevant_scores, started, learnt)
         converged = value <= settings.early_stop_loss and abs(previous - value) <= settings.early_stop_delta
-        learnt_streak = learnt_streak + 1 if _learnt(trainer, edit_scores, irrelevant_scores) else 0
+        learnt_streak = learnt_streak + 1 if learnt else 0
         settled = settings.stop_when_learnt and learnt_streak > settings.settle_steps
         if converged or settled:
             yield event
             return
-        (grad,) = torch.autograd.grad(total, trainable)
-        with torch.no_grad():
-            weight.sub_(settings.lr * grad * mask)
-            torch.clamp_(weight, min=low, max=high)
+        trainable.step(list(torch.autograd.grad(total, parameters)))
         previous = value
         yield event
 
@@ -248,13 +332,15 @@ def _learnt(trainer: EditTrainer, edit_scores: torch.Tensor, irrelevant_scores: 
     threshold, not this margin, keeps unrelated prompts on the main memory."""
     if not trainer.all_targets_predicted:
         return False
+    if trainer.margins is None:
+        return True
     lowest = float(edit_scores.detach().min())
     if lowest < trainer.margins.beta:
         return False
     return irrelevant_scores is None or lowest - float(irrelevant_scores.detach().max()) >= trainer.margins.gamma
 
 
-def _event(iteration, ce, margin, total, edit_scores, irrelevant_scores, started) -> StepEvent:
+def _event(iteration, ce, margin, total, edit_scores, irrelevant_scores, started, learnt) -> StepEvent:
     irrelevant = irrelevant_scores.detach().float().cpu().tolist() if irrelevant_scores is not None else []
     return StepEvent(
         iteration=iteration,
@@ -264,4 +350,5 @@ def _event(iteration, ce, margin, total, edit_scores, irrelevant_scores, started
         edit_scores=edit_scores.detach().float().cpu().tolist(),
         irrelevant_score=max(irrelevant) if irrelevant else float("nan"),
         seconds=time.perf_counter() - started,
+        learnt=learnt,
     )

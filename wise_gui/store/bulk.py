@@ -1,19 +1,16 @@
-"""Importing edit datasets into a store and exporting its edit list, through `core.datasets`."""
+"""Adding many edits to a store in one transaction (the importers' write path)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable
 
 from sqlalchemy import insert
 
-from wise_gui.core import datasets
 from wise_gui.core.datasets import RowProblem
 from wise_gui.core.edits import EditRequest
-from wise_gui.store.errors import StoreError
 from wise_gui.store.schema import Edit, EditStatus, LocalityPrompt, Paraphrase, utc_now
-from wise_gui.store.store import Store, parse_statuses, edit_columns, next_position
+from wise_gui.store.store import Store, edit_columns, next_position, parse_statuses
 
 
 @dataclass
@@ -68,34 +65,3 @@ def import_requests(store: Store, requests: Iterable[EditRequest], status: str =
         if locality:
             session.execute(insert(LocalityPrompt), locality)
     return ImportReport(len(edit_ids), edit_ids, problems)
-
-
-def import_file(
-    store: Store,
-    path: str | Path,
-    *,
-    format: str | None = None,
-    start: int = 0,
-    limit: int | None = None,
-    status: str = EditStatus.QUEUED,
-) -> ImportReport:
-    """Reads a dataset file and imports its good records; its bad records are the report's problems.
-
-    A file that cannot be read at all raises DatasetError before anything is inserted.
-    """
-    result = datasets.read_dataset(path, format=format, start=start, limit=limit)
-    report = import_requests(store, result.requests, status=status)
-    return ImportReport(report.imported, report.edit_ids, result.problems + report.problems, result.format)
-
-
-def export_edits(
-    store: Store, path: str | Path, *, format: str | None = None, status: str | Iterable[str] | None = None
-) -> int:
-    """Writes the edit list (in list order) as wise-gui JSON or CSV (by `format` or the extension); returns the count."""
-    path = Path(path)
-    format = format or ("csv" if path.suffix.lower() == ".csv" else "json")
-    if format not in ("json", "csv"):
-        raise StoreError(f"Cannot export as {format!r}: choose json or csv.")
-    requests = [detail.request for detail in store.edits(status)]
-    (datasets.write_csv if format == "csv" else datasets.write_json)(requests, path)
-    return len(requests)

@@ -1,0 +1,1 @@
+"""The WISE engine: settings and presets, the memory layouts, training one edit, the editor."""
