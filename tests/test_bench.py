@@ -172,6 +172,18 @@ def test_ctrl_c_stops_cleanly_and_writes_what_was_measured(model_dir, tmp_path, 
     assert "interrupted" in (tmp_path / "rows.md").read_text()
 
 
+def test_ctrl_c_in_a_long_sequential_run_keeps_the_rows_of_its_earlier_t(model_dir, tmp_path, monkeypatch):
+    def interrupt_on_third_edit(self, label, done, total, elapsed):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench_cmd.ProgressLine, "__call__", interrupt_on_third_edit)
+    code = main(bench_args(model_dir, tmp_path, "--limit", "4", "--eval-at", "2", "--method", "grace"))
+    assert code == 130
+    (row,) = json.loads((tmp_path / "rows.json").read_text())
+    assert (row["method"], row["chunk_size"], row["n_edits"]) == ("grace", 2, 2)
+
+
 def test_one_sequential_run_is_evaluated_at_each_T_in_raw_and_chat_form_with_its_loc_per_file(
         model_dir, tmp_path, capsys):
     second = tmp_path / "second.json"

@@ -196,3 +196,56 @@ def test_a_model_folder_with_any_config_is_refused_with_a_reason(tmp_path, confi
     with pytest.raises(WiseGuiError) as caught:
         load_model(str(folder))
     assert str(caught.value).strip()
+
+
+@pytest.fixture(scope="module")
+def small_gguf(tmp_path_factory) -> bytes:
+    import gguf
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("gguf") / "small.gguf"
+    writer = gguf.GGUFWriter(str(path), arch="llama")
+    writer.add_block_count(1)
+    writer.add_context_length(64)
+    writer.add_embedding_length(8)
+    writer.add_tensor("token_embd.weight", np.zeros((16, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path.read_bytes()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          database=None)
+@given(cut=st.integers(min_value=0, max_value=4096), flips=st.lists(st.tuples(st.integers(0, 4096),
+                                                                           st.integers(0, 255)), max_size=3))
+def test_a_damaged_gguf_is_refused_with_a_reason(tmp_path, small_gguf, cut, flips):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(damaged(small_gguf, min(cut, len(small_gguf)), flips))
+    with pytest.raises(WiseGuiError) as caught:
+        load_model(str(path))
+    assert str(caught.value).strip()
+
+
+def test_a_folder_with_only_a_pickled_checkpoint_never_runs_its_code(tmp_path):
+    """A `.bin` that carries code (a pickle calling os.system) is read with weights_only: refused, not run."""
+    import pickle
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+                                                    "hidden_size": 8, "intermediate_size": 16,
+                                                    "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                    "vocab_size": 16}))
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"weight": Payload()}))
+    with pytest.raises(WiseGuiError) as caught:
+        load_model(str(folder))
+    assert str(caught.value).strip()
+    assert not marker.exists()

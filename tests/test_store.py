@@ -174,6 +174,22 @@ def test_one_writer_at_a_time_and_a_released_lock_is_free_again(store):
         assert second.lock.held
 
 
+def test_a_workspace_reached_through_a_symlink_is_the_same_workspace(tmp_path):
+    real = tmp_path / "Données de travail" / "mes éditions.sqlite"
+    real.parent.mkdir()
+    link = tmp_path / "shortcut.sqlite"
+    with open_workspace(real, **MODEL) as store:
+        store.add_edit(EditRequest("Who wrote Faust?", "Goethe"))
+        link.symlink_to(real)
+        # One lock and one checkpoint folder, whichever name the file is opened by.
+        with pytest.raises(WorkspaceInUse):
+            open_workspace(link, **MODEL)
+        assert store.checkpoint_dir.parent == real.parent
+    with open_workspace(link, **MODEL) as through_link:
+        assert [e.request.target for e in through_link.edits()] == ["Goethe"]
+        assert through_link.path == real.resolve()
+
+
 # -- import and export ---------------------------------------------------------------------------
 
 

@@ -223,6 +223,14 @@ def evaluation_row(method: Method, requests: list[EditRequest], start: int, prof
         settings=settings, per_edit=[edit.to_dict() for edit in evaluation.edits], chunk_size=len(requests))
 
 
+class InterruptedRun(KeyboardInterrupt):
+    """Ctrl+C during a sequential run, carrying the rows it had already evaluated (its earlier `eval_at`)."""
+
+    def __init__(self, rows: list[BenchResult]):
+        super().__init__()
+        self.rows = rows
+
+
 def run_benchmark(method: Method, requests: list[EditRequest], start: int = 0, full_forward_edits: int = 0,
                   on_progress: Callable[[int, int, float], None] | None = None,
                   profile: DatasetProfile = DatasetProfile(), eval_at: tuple[int, ...] = (),
@@ -247,6 +255,19 @@ def run_benchmark(method: Method, requests: list[EditRequest], start: int = 0, f
         reset_peak_rss()  # the full path's activations are not the engine's memory use
     points = sorted({t for t in eval_at if 0 < t < len(requests)} | {len(requests)})
     rows: list[BenchResult] = []
+    try:
+        _edit_and_evaluate(method, requests, start, profile, forms, speed_prompts, name, points, full_seconds,
+                           on_progress, rows)
+    except KeyboardInterrupt:
+        raise InterruptedRun(rows) from None
+    return rows
+
+
+def _edit_and_evaluate(method: Method, requests: list[EditRequest], start: int, profile: DatasetProfile,
+                       forms: tuple[QueryForm, ...] | None, speed_prompts: int, name: str | None,
+                       points: list[int], full_seconds: list[float],
+                       on_progress: Callable[[int, int, float], None] | None, rows: list[BenchResult]) -> None:
+    """Edits `requests` in order, appending to `rows` an evaluation at each of `points`."""
     seconds: list[float] = []
     iterations: list[int] = []
     started = time.perf_counter()
@@ -269,7 +290,6 @@ def run_benchmark(method: Method, requests: list[EditRequest], start: int = 0, f
                 measure_speed(method, row, [r.prompt for r in requests[:speed_prompts]])
             row.peak_rss_mb = peak_rss_mb()
             rows.append(row)
-    return rows
 
 
 def generation_speed(method: Method, prompts: list[str], max_new_tokens: int = 16,
@@ -391,7 +411,9 @@ def run_suite(make_method: Callable[[str], Method], methods: list[str], requests
                     chunks = []
             finally:
                 method.detach()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, InterruptedRun):
+            results.extend(interrupt.rows)  # the earlier T of the sequential run in progress
         if chunks:
             results.append(combine_chunks(chunks, complete=False))
         return SuiteOutcome(results, interrupted=True)
