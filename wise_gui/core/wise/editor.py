@@ -106,7 +106,10 @@ class MemoryStatus:
     saved_shards: list[int]  # edit counts of shards waiting for a merge
     merged_memories: list[int]  # edit counts of merged memories
     merge_events: list[int]
-    memory_bytes: int  # RAM the memories take
+    memory_bytes: int  # RAM the memories holding edits take
+    # RAM of the shard being filled while it holds no edit yet: a working copy of the weight for the
+    # next edit's training, the same at any number of edits.
+    working_bytes: int = 0
     columns_used: float | None = None  # memoir: fraction of the residual's columns some edit wrote
 
 
@@ -598,8 +601,10 @@ class WiseEditor(EditedModel):
                 used[mask] = True
             return MemoryStatus(s.method, memories.total_edits, s.save_freq, s.merge_freq, 1, memories.total_edits,
                                 [], [], [], memories.nbytes(), columns_used=float(used.float().mean()))
+        working = 0 if memories.shard.edit_ids else memories.shard.nbytes
         return MemoryStatus(
             s.method, memories.total_edits, s.save_freq, s.merge_freq, memories.shards_started,
             len(memories.shard.edit_ids), [len(m.edit_ids) for m in memories.saved],
-            [len(m.edit_ids) for m in memories.merged], list(memories.merge_events), memories.nbytes())
+            [len(m.edit_ids) for m in memories.merged], list(memories.merge_events), memories.nbytes() - working,
+            working_bytes=working)
 
