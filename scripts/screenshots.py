@@ -61,7 +61,8 @@ def main() -> int:
         wait_until(app, lambda: not window.busy, 3600, "the apply run")
         check(window.applied == args.edits, f"{args.edits} edits applied")
 
-        window.table.select_row(1)
+        shown = min(1, args.edits - 1)  # the second edit, or the only one
+        window.table.select_row(shown)
         window.show_panel(window.answers_panel)
         answers = [window.answers_panel.table.item(r, c).text() for r in range(window.answers_panel.table.rowCount())
                    for c in range(window.answers_panel.table.columnCount())]
@@ -72,7 +73,7 @@ def main() -> int:
             print(f"screenshots in {args.out}")
             return 0
 
-        paraphrase = window.store.get_edit(window.table_model.edit_id(1)).request.paraphrases[0]
+        paraphrase = window.store.get_edit(window.table_model.edit_id(shown)).request.paraphrases[0]
         window.show_panel(window.probe_panel)
         window.probe_panel.ask(paraphrase)
         wait_until(app, lambda: not window.busy, 600, "the probe")

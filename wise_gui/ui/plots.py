@@ -382,6 +382,8 @@ class RouterPlot(PlotCanvas):
         self.selection = pg.ScatterPlotItem(symbol="o", size=20, pen=pg.mkPen("#111827", width=2), brush=None)
         self.plot_item.addItem(self.selection)
         self.edits: dict[int, AppliedEditPoints] = {}  # by apply order
+        self._history_version = 0  # counts changes of `edits`, for the cache of what is drawn
+        self._drawn_cache: dict[str, tuple[int, list[BinnedPoint], dict[int, None]]] = {}
         # WISE-Merge: one threshold for all edits, drawn across the plot. WISE-Retrieve: each memory its own.
         self.shared_threshold = True
         self.live_point: RoutedPoint | None = None
@@ -395,11 +397,13 @@ class RouterPlot(PlotCanvas):
         self.edits = {e.order: e for e in edits}
         self.shared_threshold = shared_threshold
         self.live_point = None
+        self._history_version += 1
         self.dirty = True
 
     def add_edit(self, edit: AppliedEditPoints) -> None:
         self.edits[edit.order] = edit
         self.live_point = None
+        self._history_version += 1
         self.dirty = True
 
     def set_live(self, order: int, prompt: str, score: float) -> None:
@@ -422,22 +426,32 @@ class RouterPlot(PlotCanvas):
 
     def drawn(self, kind: str) -> list[RoutedPoint | BinnedPoint]:
         """What the plot draws of one kind: the newest and the selected edit exactly, older ones binned."""
+        binned, exact = self._history_drawn(kind)
+        selected = [p for e in self.edits.values() if e.edit_id == self.selected_edit and e.order not in exact
+                    for p in e.points if p.kind == kind]
+        return binned + selected + [p for o in exact for p in self.edits[o].points if p.kind == kind]
+
+    def _history_drawn(self, kind: str) -> tuple[list[BinnedPoint], dict[int, None]]:
+        """The bins of the older edits and the orders drawn exactly; computed once per change of the
+        history (not per selection: clicking through the table must not re-bin a thousand edits)."""
+        cached = self._drawn_cache.get(kind)
+        if cached is not None and cached[0] == self._history_version:
+            return cached[1], cached[2]
         orders = sorted(self.edits)
-        recent = set(orders[-RECENT_EXACT:])
-        older = [o for o in orders if o not in recent and self.edits[o].edit_id != self.selected_edit]
-        exact = [o for o in orders if o in recent or self.edits[o].edit_id == self.selected_edit]
+        older, exact = orders[:-RECENT_EXACT], orders[-RECENT_EXACT:]
         if len(older) <= OLDER_BINS:  # few enough: no need to average
-            exact, older = orders, []
-        drawn: list[RoutedPoint | BinnedPoint] = []
+            older, exact = [], orders
+        binned: list[BinnedPoint] = []
         for group in _bins(older, OLDER_BINS):
             points = [p for o in group for p in self.edits[o].points if p.kind == kind]
             if points:
                 scores = [p.score for p in points]
                 thresholds = [p.threshold for p in points if p.threshold is not None]
-                drawn.append(BinnedPoint(group[0], group[-1], kind, len(points), sum(scores) / len(scores), min(scores),
-                                         max(scores), sum(thresholds) / len(thresholds) if thresholds else None))
-        drawn += [p for o in exact for p in self.edits[o].points if p.kind == kind]
-        return drawn
+                binned.append(BinnedPoint(group[0], group[-1], kind, len(points), sum(scores) / len(scores), min(scores),
+                                          max(scores), sum(thresholds) / len(thresholds) if thresholds else None))
+        exact_orders = dict.fromkeys(exact)
+        self._drawn_cache[kind] = (self._history_version, binned, exact_orders)
+        return binned, exact_orders
 
     def redraw(self) -> None:
         self.dirty = False
