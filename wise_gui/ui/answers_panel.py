@@ -117,11 +117,12 @@ class AnswersPanel(QWidget):
         self.table.setItemDelegateForColumn(AFTER_COLUMN, HtmlDelegate(self.table))
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.Interactive)
-        for column, width in enumerate((0, 0, 80, 0, 0, 0, 48, 56)):
+        # The memory's name gets a fixed share (elided, whole in its tooltip), so on a small screen the
+        # questions and answers keep room to be read.
+        for column, width in enumerate((0, 0, 80, 0, 0, 150, 48, 56)):
             if width:
                 header.resizeSection(column, width)
-        for column in (0, ROUTE_COLUMN):  # the kind and the memory's name in full
-            header.setSectionResizeMode(column, QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeToContents)  # the kind, in full
         for column in (1, BEFORE_COLUMN, AFTER_COLUMN):  # the texts share what is left
             header.setSectionResizeMode(column, QHeaderView.Stretch)
         self.summary = QLabel()
