@@ -30,16 +30,23 @@ from tiny_model import FIXTURES, TINY_SETTINGS, tiny_loaded, tiny_tokenizer  # n
 from wise_gui.app.apply_loop import run_to_summary  # noqa: E402
 from wise_gui.app.events import EditApplied  # noqa: E402
 from wise_gui.app.workspace import WorkspaceService  # noqa: E402
+from wise_gui.core.datasets import load_requests_from  # noqa: E402
 from wise_gui.core.edits import EditRequest, LocalityCheck  # noqa: E402
 from wise_gui.store import EditStatus, import_requests, open_store  # noqa: E402
 
+ZSRE_FILES = [ROOT.parent / "shared" / "data" / "zsre" / name for name in ("zsre_edit_dev.json", "zsre_train_1k.json")]
 # The default layout (an indexed memory of a few columns per edit), with steps cut for a soak.
 SOAK_SETTINGS = TINY_SETTINGS.replace(n_iter=12, mask_kind="columns", mask_ratio=0.1, route_candidates=8)
 
 
 def soak_requests(count: int) -> list[EditRequest]:
-    """`count` edits: the 30 fixture records cycled, each pass giving every prompt another record's target
-    (so targets, and the answers measured for them, keep the same lengths all along the run)."""
+    """`count` edits: ZsRE dev records then train records (distinct questions, as real use brings) when
+    ../shared/data is there; otherwise the 30 fixture records cycled, each pass giving every prompt
+    another record's target."""
+    if ZSRE_FILES[0].is_file():
+        requests = load_requests_from(ZSRE_FILES, limit=count)
+        if len(requests) == count:
+            return requests
     records = json.loads((FIXTURES / "zsre_engine_30.json").read_text())
     requests = []
     for i in range(count):
