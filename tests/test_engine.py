@@ -332,6 +332,31 @@ def test_with_hundreds_of_memories_only_the_nearest_keys_are_scored(tokenizer):
     assert layout.route(layer, x, main, None).scored == 300  # every memory, without the index
 
 
+def test_of_two_memories_above_threshold_the_one_with_the_nearest_key_answers(tokenizer):
+    """A twin question (the same fact edited twice, asked in other words) lights up its twin's memory as
+    strongly as its own: with a key index the nearest key decides, not the larger activation score."""
+    torch.manual_seed(0)
+    inputs, outputs = 128, 64
+    base = torch.randn(outputs, inputs) * 0.05
+    query = torch.randn(inputs)
+    own = SideMemory(base + 0.5 * torch.randn(outputs, inputs), "merged", 1, [0], [1.0], keys=query.unsqueeze(0))
+    twin = SideMemory(base + 2.0 * torch.randn(outputs, inputs), "merged", 2, [1], [1.0],
+                      keys=(query + 0.8 * torch.randn(inputs)).unsqueeze(0))
+    layout = ShardMemories(SideMemory(base.clone(), "shard", 3), merged=[own, twin],
+                           rule=RoutingRule(act_ratio=0.5, shared_threshold=False, candidates=2),
+                           background=torch.zeros(inputs))
+    layer = make_editor(tokenizer).layer
+    layer.memories = layout
+    x = query.expand(1, 6, -1).clone()
+    main = torch.nn.functional.linear(x, base)
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    routed = layout.route(layer, x, main, mask)
+    assert routed.choice.tolist() == [0]
+    layout.rule.candidates = 0  # no index: the larger activation score (the twin's) wins
+    unindexed = layout.route(layer, x, main, mask)
+    assert unindexed.choice.tolist() == [1] and unindexed.score[0] > routed.score[0]
+
+
 def test_an_indexed_sparse_edit_holds_and_is_stored_as_few_entries(tokenizer, records):
     editor = make_editor(tokenizer, mask_kind="columns", mask_ratio=0.2, route_candidates=2)
     requests = requests_from(records, 4)

@@ -250,6 +250,11 @@ class ShardMemories:
         memories = self.routable()
         thresholds = self.thresholds(memories).to(x.device)
         candidates = self.candidates(memories, x, token_mask)
+        # With a key index the candidates come nearest key first: of the memories above their threshold,
+        # the one whose edit is nearest the question answers. The activation score alone would let a
+        # near-identical question (the same fact asked in other words, edited twice) win on its twin's
+        # memory, which it lights up as strongly as its own.
+        by_key = self.rule.candidates > 0 and self.background is not None and all(m.keys is not None for m in memories)
         batch, length = x.shape[0], x.shape[1]
         best_score = torch.full((batch,), float("-inf"), device=x.device)
         best = torch.full((batch,), MAIN, dtype=torch.long, device=x.device)
@@ -257,9 +262,12 @@ class ShardMemories:
         chosen_score = torch.full((batch,), float("-inf"), device=x.device)
         choice = torch.full((batch,), MAIN, dtype=torch.long, device=x.device)
         chosen_tokens = torch.zeros((batch, length), device=x.device)
+        chosen_rank = torch.full((batch,), candidates.shape[1], dtype=torch.long, device=x.device)
         scored = sorted(set(candidates.flatten().tolist()) - {MAIN})
         for index in scored:
-            rows = (candidates == index).any(dim=1).to(x.device)
+            hits = (candidates == index).to(x.device)
+            rows = hits.any(dim=1)
+            rank = hits.long().argmax(dim=1)  # its place among the row's candidates, nearest key first
             distances = token_distances(layer.act_fn, memories[index].output(layer, x, main_out), main_out).float()
             if token_mask is not None:
                 distances = distances * token_mask.to(distances.dtype)
@@ -268,7 +276,8 @@ class ShardMemories:
             best_score = torch.where(better, scores, best_score)
             best = torch.where(better, index, best)
             best_tokens = torch.where(better.unsqueeze(1), distances, best_tokens)
-            above = (scores > thresholds[index]) & (scores > chosen_score)
+            above = (scores > thresholds[index]) & ((rank < chosen_rank) if by_key else (scores > chosen_score))
+            chosen_rank = torch.where(above, rank, chosen_rank)
             chosen_score = torch.where(above, scores, chosen_score)
             choice = torch.where(above, index, choice)
             chosen_tokens = torch.where(above.unsqueeze(1), distances, chosen_tokens)
