@@ -48,6 +48,10 @@ def valid_files(tmp_path_factory, shared_tokenizer, records):
     return (folder / "memory.safetensors").read_bytes(), (folder / "delta.safetensors").read_bytes()
 
 
+CUTS = st.integers(min_value=0, max_value=2**20)
+FLIPS = st.lists(st.tuples(st.integers(0, 2**20), st.integers(0, 255)), max_size=4)
+
+
 def damaged(data: bytes, draw_cut: int, flips: list[tuple[int, int]]) -> bytes:
     out = bytearray(data[:draw_cut])
     for position, value in flips:
@@ -80,8 +84,7 @@ def expect_clear(read, path: Path):
 
 
 @FUZZ
-@given(cut=st.integers(min_value=0, max_value=2**20), flips=st.lists(st.tuples(st.integers(0, 2**20),
-                                                                            st.integers(0, 255)), max_size=4))
+@given(cut=CUTS, flips=FLIPS)
 def test_a_truncated_or_flipped_memory_file_is_refused_with_a_reason(tmp_path, valid_files, cut, flips):
     path = tmp_path / "m.safetensors"
     data = valid_files[0]
@@ -116,8 +119,7 @@ def test_a_header_claiming_gigabytes_is_refused_without_allocating_them(tmp_path
 
 
 @FUZZ
-@given(cut=st.integers(min_value=0, max_value=2**20), flips=st.lists(st.tuples(st.integers(0, 2**20),
-                                                                            st.integers(0, 255)), max_size=4))
+@given(cut=CUTS, flips=FLIPS)
 def test_a_damaged_delta_checkpoint_is_refused_with_a_reason(tmp_path, valid_files, cut, flips):
     path = tmp_path / "d.safetensors"
     data = valid_files[1]
@@ -218,8 +220,7 @@ def small_gguf(tmp_path_factory) -> bytes:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
           database=None)
-@given(cut=st.integers(min_value=0, max_value=4096), flips=st.lists(st.tuples(st.integers(0, 4096),
-                                                                           st.integers(0, 255)), max_size=3))
+@given(cut=CUTS, flips=FLIPS)
 def test_a_damaged_gguf_is_refused_with_a_reason(tmp_path, small_gguf, cut, flips):
     path = tmp_path / "model.gguf"
     path.write_bytes(damaged(small_gguf, min(cut, len(small_gguf)), flips))
@@ -230,8 +231,6 @@ def test_a_damaged_gguf_is_refused_with_a_reason(tmp_path, small_gguf, cut, flip
 
 def test_a_folder_with_only_a_pickled_checkpoint_never_runs_its_code(tmp_path):
     """A `.bin` that carries code (a pickle calling os.system) is read with weights_only: refused, not run."""
-    import pickle
-
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
@@ -239,12 +238,9 @@ def test_a_folder_with_only_a_pickled_checkpoint_never_runs_its_code(tmp_path):
                                                     "num_hidden_layers": 1, "num_attention_heads": 2,
                                                     "vocab_size": 16}))
     marker = tmp_path / "ran"
-
-    class Payload:
-        def __reduce__(self):
-            return (Path.touch, (marker,))
-
-    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"weight": Payload()}))
+    # Pickle opcodes written out by hand (protocol 0): call os.system("touch <marker>") when unpickled.
+    payload = f"cos\nsystem\n(Vtouch '{marker}'\ntR.".encode()
+    (folder / "pytorch_model.bin").write_bytes(payload)
     with pytest.raises(WiseGuiError) as caught:
         load_model(str(folder))
     assert str(caught.value).strip()

@@ -255,41 +255,32 @@ def run_benchmark(method: Method, requests: list[EditRequest], start: int = 0, f
         reset_peak_rss()  # the full path's activations are not the engine's memory use
     points = sorted({t for t in eval_at if 0 < t < len(requests)} | {len(requests)})
     rows: list[BenchResult] = []
-    try:
-        _edit_and_evaluate(method, requests, start, profile, forms, speed_prompts, name, points, full_seconds,
-                           on_progress, rows)
-    except KeyboardInterrupt:
-        raise InterruptedRun(rows) from None
-    return rows
-
-
-def _edit_and_evaluate(method: Method, requests: list[EditRequest], start: int, profile: DatasetProfile,
-                       forms: tuple[QueryForm, ...] | None, speed_prompts: int, name: str | None,
-                       points: list[int], full_seconds: list[float],
-                       on_progress: Callable[[int, int, float], None] | None, rows: list[BenchResult]) -> None:
-    """Edits `requests` in order, appending to `rows` an evaluation at each of `points`."""
     seconds: list[float] = []
     iterations: list[int] = []
     started = time.perf_counter()
-    for done, request in enumerate(requests, start=1):
-        outcome = method.apply_edit(request)
-        seconds.append(outcome.seconds)
-        iterations.append(outcome.iterations)
-        if on_progress is not None:
-            on_progress(done, len(requests), time.perf_counter() - started)
-        if done in points:
-            row = evaluation_row(method, requests[:done], start, profile, forms, name)
-            row.seconds_per_edit, row.iterations_per_edit = _mean(seconds), _mean(iterations)
-            row.edit_seconds = list(seconds)
-            if full_seconds:
-                row.seconds_per_edit_full_forward = _mean(full_seconds)
-                row.speedup_vs_full_forward = _mean(full_seconds) / _mean(seconds[: len(full_seconds)])
-            row.added_state_bytes = added_state_bytes(method)
-            row.overwrites_weights = isinstance(method, LayerMethod) and method.overwrites_weights
-            if speed_prompts:
-                measure_speed(method, row, [r.prompt for r in requests[:speed_prompts]])
-            row.peak_rss_mb = peak_rss_mb()
-            rows.append(row)
+    try:
+        for done, request in enumerate(requests, start=1):
+            outcome = method.apply_edit(request)
+            seconds.append(outcome.seconds)
+            iterations.append(outcome.iterations)
+            if on_progress is not None:
+                on_progress(done, len(requests), time.perf_counter() - started)
+            if done in points:
+                row = evaluation_row(method, requests[:done], start, profile, forms, name)
+                row.seconds_per_edit, row.iterations_per_edit = _mean(seconds), _mean(iterations)
+                row.edit_seconds = list(seconds)
+                if full_seconds:
+                    row.seconds_per_edit_full_forward = _mean(full_seconds)
+                    row.speedup_vs_full_forward = _mean(full_seconds) / _mean(seconds[: len(full_seconds)])
+                row.added_state_bytes = added_state_bytes(method)
+                row.overwrites_weights = isinstance(method, LayerMethod) and method.overwrites_weights
+                if speed_prompts:
+                    measure_speed(method, row, [r.prompt for r in requests[:speed_prompts]])
+                row.peak_rss_mb = peak_rss_mb()
+                rows.append(row)
+    except KeyboardInterrupt:
+        raise InterruptedRun(rows) from None
+    return rows
 
 
 def generation_speed(method: Method, prompts: list[str], max_new_tokens: int = 16,
