@@ -223,7 +223,7 @@ def test_retrieve_routes_each_prompt_to_the_memory_that_holds_it(tokenizer, reco
     decisions = editor.route([r.prompt for r in requests])
     assert [d.route.memory for d in decisions] == [0, 1, 2]
     assert [editor.memory_of_edit(i) for i in range(3)] == [0, 1, 2]
-    thresholds = [float(t) for t in editor.memories.thresholds(editor.memories.routable())]
+    thresholds = [float(t) for t in editor.memories.thresholds()]
     assert len(set(thresholds)) == 3  # each memory has its own threshold
 
 
@@ -327,9 +327,39 @@ def test_with_hundreds_of_memories_only_the_nearest_keys_are_scored(tokenizer):
     main = torch.nn.functional.linear(x, base)
     info = layout.route(layer, x, main, torch.ones(1, 6, dtype=torch.bool))
     assert info.scored == 4  # projections computed: the candidates, not the 300 memories
-    assert 123 in layout.candidates(layout.routable(), x, torch.ones(1, 6, dtype=torch.bool))[0].tolist()
+    assert 123 in layout.candidates(layout.routing(), x, torch.ones(1, 6, dtype=torch.bool))[0].tolist()
     layout.rule.candidates = 0
     assert layout.route(layer, x, main, None).scored == 300  # every memory, without the index
+
+
+def test_the_routing_index_follows_memories_appended_and_replaced():
+    """The index of keys and thresholds is extended as memories are added, not rebuilt: after appends,
+    a merge that replaces the list, and the shard taking an edit, it matches one built from scratch."""
+    _, layout = _synthetic_memories(40)
+    memories = list(layout.merged)
+
+    def fresh():
+        return ShardMemories(layout.shard, list(layout.saved), list(layout.merged), rule=layout.rule,
+                             background=layout.background).routing()
+
+    def assert_matches_fresh():
+        got, want = layout.routing(), fresh()
+        assert got.memories == want.memories
+        assert torch.equal(got.min_scores, want.min_scores)
+        assert torch.equal(got.keys, want.keys) and torch.equal(got.owners, want.owners)
+
+    layout.merged = memories[:10]
+    assert_matches_fresh()
+    for count in range(11, 41):  # one memory per edit, as wise-index adds them
+        layout.merged = memories[:count]
+        assert_matches_fresh()
+    layout.merged = memories[5:25]  # a merge or a restore: another list
+    assert_matches_fresh()
+    layout.shard.edit_ids.append(99)  # the shard being filled changes in place
+    layout.shard.edit_scores.append(0.25)
+    layout.shard.keys = torch.randn(1, 128)
+    assert_matches_fresh()
+    assert layout.routing().memories[-1] is layout.shard and float(layout.routing().min_scores[-1]) == 0.25
 
 
 def test_of_two_memories_above_threshold_the_one_with_the_nearest_key_answers(tokenizer):

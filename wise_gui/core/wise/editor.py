@@ -467,7 +467,7 @@ class WiseEditor(EditedModel):
         shard.edit_scores.append(edit_score)
         memories.total_edits += 1
         routable = memories.routable()
-        threshold = float(memories.thresholds(routable)[routable.index(shard)])
+        threshold = float(memories.thresholds()[routable.index(shard)])
         shard_number = memories.shards_started
         shard_full = len(shard.edit_ids) >= s.save_freq
         if shard_full:
@@ -481,7 +481,7 @@ class WiseEditor(EditedModel):
         if merged:
             self._merge_saved()
         index = len(self.edit_log) - 1
-        holder = next(i for i, m in enumerate(memories.routable()) if index in m.edit_ids)
+        holder = self.memory_of_edit(index)
         return {"threshold": threshold, "memory": holder, "shard_number": shard_number, "shard_full": shard_full,
                 "merged": merged}
 
@@ -554,7 +554,9 @@ class WiseEditor(EditedModel):
         memories = self.state.memories
         if isinstance(memories, ResidualMemory):
             return edit_index if edit_index < len(memories) else None
-        return next((i for i, m in enumerate(memories.routable()) if edit_index in m.edit_ids), None)
+        routable = memories.routable()
+        # Searched from the newest memory: the edit just applied is found at once, whatever their number.
+        return next((i for i in reversed(range(len(routable))) if edit_index in routable[i].edit_ids), None)
 
     def edit_record(self, edit_index: int) -> EditRecord:
         memories = self.state.memories
@@ -566,7 +568,7 @@ class WiseEditor(EditedModel):
             raise WiseGuiError(f"Edit {edit_index} is not held by any side memory.")
         memory = routable[index]
         return EditRecord(index, memory.kind, memory.edit_scores[memory.edit_ids.index(edit_index)],
-                          float(memories.thresholds(routable)[index]))
+                          float(memories.thresholds()[index]))
 
     def memory_kind(self, index: int) -> str:
         memories = self.state.memories

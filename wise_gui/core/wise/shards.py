@@ -166,6 +166,67 @@ class RoutingRule:
     key_similarity: float = -1.0  # ... and only those whose key's cosine similarity reaches this
 
 
+class _Rows:
+    """A tensor that grows by appended rows, its storage doubled when full, so appending stays cheap."""
+
+    def __init__(self) -> None:
+        self._buffer: torch.Tensor | None = None
+        self.count = 0
+
+    def append(self, rows: torch.Tensor) -> None:
+        needed = self.count + rows.shape[0]
+        if self._buffer is None or needed > self._buffer.shape[0]:
+            grown = rows.new_empty((max(64, 2 * needed), *rows.shape[1:]))
+            if self._buffer is not None:
+                grown[: self.count] = self._buffer[: self.count]
+            self._buffer = grown
+        self._buffer[self.count: needed] = rows
+        self.count = needed
+
+    def value(self) -> torch.Tensor | None:
+        return None if self._buffer is None else self._buffer[: self.count]
+
+
+class _FinishedIndex:
+    """Routing data of the finished memories (merged, then saved): each one's lowest edit score and its
+    edits' normalised keys. Finished memories are replaced, never changed in place, so the index is
+    extended when memories are appended and built again only when the list is not an extension."""
+
+    def __init__(self) -> None:
+        self.memories: list[SideMemory] = []
+        self.min_scores = _Rows()
+        self.keys = _Rows()
+        self.owners = _Rows()  # the memory each key belongs to
+        self.keyed = True  # every memory has keys
+        self.nbytes = 0
+
+    def update(self, finished: list[SideMemory]) -> None:
+        kept = len(self.memories)
+        if len(finished) < kept or finished[:kept] != self.memories:
+            self.__init__()
+            kept = 0
+        for position, memory in enumerate(finished[kept:], start=kept):
+            self.nbytes += memory.nbytes
+            self.min_scores.append(torch.tensor([memory.min_score], dtype=torch.float32))
+            if memory.keys is None:
+                self.keyed = False
+            elif self.keyed:
+                self.keys.append(torch.nn.functional.normalize(memory.keys.float(), dim=-1))
+                self.owners.append(torch.full((memory.keys.shape[0],), position, dtype=torch.long))
+        self.memories = list(finished)
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What a query is routed among, in route order, with each memory's lowest edit score and, when every
+    memory has keys, the normalised keys and the memory each belongs to."""
+
+    memories: list[SideMemory]
+    min_scores: torch.Tensor
+    keys: torch.Tensor | None
+    owners: torch.Tensor | None
+
+
 @dataclass
 class ShardMemories:
     """WISE's memory layout: the shard being filled, full shards waiting for a merge, merged memories."""
@@ -180,7 +241,7 @@ class ShardMemories:
     background: torch.Tensor | None = None  # mean question feature of unrelated text; keys are relative to it
 
     def __post_init__(self) -> None:
-        self._index: tuple[list[SideMemory], torch.Tensor, torch.Tensor] | None = None
+        self._finished = _FinishedIndex()
 
     def routable(self) -> list[SideMemory]:
         """Memories a query may be routed to, in a fixed order (their index is the route)."""
@@ -188,6 +249,28 @@ class ShardMemories:
         if self.shard.edit_ids:
             memories = memories + [self.shard]
         return memories
+
+    def routing(self) -> Routing:
+        """The memories a query is routed among now, with their scores and keys (see `Routing`)."""
+        finished = self.merged + self.saved
+        index = self._finished
+        index.update(finished)
+        memories, min_scores = finished, index.min_scores.value()
+        keys, owners = (index.keys.value(), index.owners.value()) if index.keyed and finished else (None, None)
+        if min_scores is None:
+            min_scores = torch.empty(0)
+        shard = self.shard
+        if shard.edit_ids:  # the shard being filled changes in place: taken as it is now
+            memories = finished + [shard]
+            min_scores = torch.cat([min_scores, torch.tensor([shard.min_score], dtype=torch.float32)])
+            if shard.keys is None or not index.keyed:
+                keys, owners = None, None
+            else:
+                shard_keys = torch.nn.functional.normalize(shard.keys.float(), dim=-1)
+                shard_owners = torch.full((shard.keys.shape[0],), len(finished), dtype=torch.long)
+                keys = shard_keys if keys is None else torch.cat([keys, shard_keys.to(keys.device)])
+                owners = shard_owners if owners is None else torch.cat([owners, shard_owners])
+        return Routing(memories, min_scores, keys, owners)
 
     def __len__(self) -> int:
         return len(self.merged) + len(self.saved) + (1 if self.shard.edit_ids else 0)
@@ -205,56 +288,49 @@ class ShardMemories:
                              list(self.merge_events), self.rule, self.background)
 
     def nbytes(self) -> int:
-        return sum(m.nbytes for m in self.merged + self.saved + [self.shard])
+        self._finished.update(self.merged + self.saved)
+        return self._finished.nbytes + self.shard.nbytes
 
     # ---- routing ------------------------------------------------------------------------------------
 
-    def thresholds(self, memories: list[SideMemory]) -> torch.Tensor:
-        rule = self.rule
-        if rule.shared_threshold and memories:
-            weakest = min(m.min_score for m in memories)
-            values = [rule.act_ratio * weakest] * len(memories)
-        else:
-            values = [rule.act_ratio * m.min_score for m in memories]
-        return torch.tensor(values, dtype=torch.float32).clamp_min(rule.threshold_floor)
+    def thresholds(self, routing: Routing | None = None) -> torch.Tensor:
+        """Each routable memory's threshold, in route order."""
+        rule, scores = self.rule, (routing if routing is not None else self.routing()).min_scores
+        if rule.shared_threshold and scores.numel():
+            scores = scores.min().expand(scores.numel())
+        return (rule.act_ratio * scores).clamp_min(rule.threshold_floor)
 
     def output(self, layer: WiseLayer, x: torch.Tensor, main_out: torch.Tensor, index: int) -> torch.Tensor:
         return self.routable()[index].output(layer, x, main_out)
 
-    def candidates(self, memories: list[SideMemory], x: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+    def candidates(self, routing: Routing, x: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
         """[B, C] memory indices to score per sequence (MAIN where a slot stays empty): all of them, or
         the nearest keys, those whose similarity reaches the rule's floor."""
-        count = self.rule.candidates
+        count, memories = self.rule.candidates, routing.memories
         batch = x.shape[0]
-        if count <= 0 or self.background is None or any(m.keys is None for m in memories):
+        if not self._by_key(routing):
             return torch.arange(len(memories)).expand(batch, -1)
-        keys, owners = self._key_index(memories)
         query = question_features(x, token_mask) - self.background.to(x.device)
-        similarity = torch.nn.functional.normalize(query, dim=-1) @ keys.to(x.device).t()  # [B, keys]
+        similarity = torch.nn.functional.normalize(query, dim=-1) @ routing.keys.to(x.device).t()  # [B, keys]
         per_memory = torch.full((batch, len(memories)), -2.0, device=x.device)
-        per_memory = per_memory.scatter_reduce(1, owners.to(x.device).expand(batch, -1), similarity, "amax")
+        per_memory = per_memory.scatter_reduce(1, routing.owners.to(x.device).expand(batch, -1), similarity, "amax")
         nearest = per_memory.topk(min(count, len(memories)), dim=1)
         return torch.where(nearest.values >= self.rule.key_similarity, nearest.indices, MAIN).cpu()
 
-    def _key_index(self, memories: list[SideMemory]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised keys of every edit in `memories` and the memory each belongs to, built once per list."""
-        if self._index is None or self._index[0] != memories:
-            keys = [m.keys for m in memories]
-            owners = [torch.full((k.shape[0],), i, dtype=torch.long) for i, k in enumerate(keys)]
-            stacked = torch.nn.functional.normalize(torch.cat(keys), dim=-1)
-            self._index = (list(memories), stacked, torch.cat(owners))
-        return self._index[1], self._index[2]
+    def _by_key(self, routing: Routing) -> bool:
+        return self.rule.candidates > 0 and self.background is not None and routing.keys is not None
 
     def route(self, layer: WiseLayer, x: torch.Tensor, main_out: torch.Tensor,
               token_mask: torch.Tensor | None) -> RouteInfo:
-        memories = self.routable()
-        thresholds = self.thresholds(memories).to(x.device)
-        candidates = self.candidates(memories, x, token_mask)
+        routing = self.routing()
+        memories = routing.memories
+        thresholds = self.thresholds(routing).to(x.device)
+        candidates = self.candidates(routing, x, token_mask)
         # With a key index the candidates come nearest key first: of the memories above their threshold,
         # the one whose edit is nearest the question answers. The activation score alone would let a
         # near-identical question (the same fact asked in other words, edited twice) win on its twin's
         # memory, which it lights up as strongly as its own.
-        by_key = self.rule.candidates > 0 and self.background is not None and all(m.keys is not None for m in memories)
+        by_key = self._by_key(routing)
         batch, length = x.shape[0], x.shape[1]
         best_score = torch.full((batch,), float("-inf"), device=x.device)
         best = torch.full((batch,), MAIN, dtype=torch.long, device=x.device)

@@ -52,13 +52,18 @@ class EditorState:
     edit_log: list[tuple[str, str]] = field(default_factory=list)
     irrelevant_cursor: int = 0
     calibration: Calibration | None = None
+    # Each finished memory's tensors and record as `state_dict` gives them, so that consecutive state
+    # dicts share them (and `state_delta` compares them by identity) instead of exporting every memory again.
+    _exported: dict[SideMemory, _ExportedMemory] = field(default_factory=dict, repr=False, compare=False)
+    _exported_log: list[list[str]] = field(default_factory=list, repr=False, compare=False)  # the same for the log
 
     @property
     def total_edits(self) -> int:
         return self.memories.total_edits
 
     def clone(self) -> EditorState:
-        return EditorState(self.memories.clone(), list(self.edit_log), self.irrelevant_cursor, self.calibration)
+        return EditorState(self.memories.clone(), list(self.edit_log), self.irrelevant_cursor, self.calibration,
+                           _exported=dict(self._exported), _exported_log=list(self._exported_log))
 
     def nbytes(self) -> int:
         return self.memories.nbytes()
@@ -68,43 +73,40 @@ class EditorState:
     def state_dict(self, original: torch.Tensor) -> StateDict:
         """Named tensors (on the CPU) and JSON-able metadata; `original` is the edited weight W."""
         tensors: dict[str, torch.Tensor] = {}
-        meta: dict[str, Any] = {"edit_log": [list(pair) for pair in self.edit_log],
-                                "irrelevant_cursor": self.irrelevant_cursor}
+        # The edit log only grows: the rows of earlier edits are made once.
+        self._exported_log.extend([list(pair) for pair in self.edit_log[len(self._exported_log):]])
+        meta: dict[str, Any] = {"edit_log": list(self._exported_log), "irrelevant_cursor": self.irrelevant_cursor}
         if self.calibration is not None:
             meta["templates"] = list(self.calibration.templates)
             meta["layer_scale"] = self.calibration.layer_scale
             if self.calibration.background is not None:
-                tensors["calibration.background"] = self.calibration.background
+                tensors["calibration.background"] = _on_cpu(self.calibration.background)
         memories = self.memories
         if isinstance(memories, ShardMemories):
             meta["layout"] = "shards"
             meta["total_edits"], meta["shards_started"] = memories.total_edits, memories.shards_started
             meta["merge_events"] = list(memories.merge_events)
             records = []
+            exported: dict[SideMemory, _ExportedMemory] = {}
             for memory in memories.merged + memories.saved + [memories.shard]:
-                name = f"memory.{memory.memory_id}"
-                if memory.factors is not None:
-                    tensors[f"{name}.u"], tensors[f"{name}.v"] = memory.factors
-                elif memory.columns is not None:
-                    tensors[f"{name}.inputs"], tensors[f"{name}.change"] = memory.columns
-                else:
-                    positions, values = (memory.positions, memory.values) if memory.is_compact else \
-                        changed_entries(memory.weight, original)
-                    tensors[f"{name}.positions"], tensors[f"{name}.values"] = positions, values
-                if memory.keys is not None:
-                    tensors[f"{name}.keys"] = memory.keys
-                records.append({"id": memory.memory_id, "kind": memory.kind, "edit_ids": list(memory.edit_ids),
-                                "edit_scores": list(memory.edit_scores), "mask_seed": memory.mask_seed})
+                entry = self._exported.get(memory)
+                if entry is None or entry.record["kind"] != memory.kind:
+                    entry = _ExportedMemory.of(memory, original)
+                if memory.kind != "shard":  # finished memories never change in place: exported once
+                    exported[memory] = entry
+                tensors.update(entry.tensors)
+                records.append(entry.record)
+            self._exported = exported
             meta["memories"] = records
         else:
             meta["layout"] = "residual"
             meta["total_edits"], meta["k"] = memories.total_edits, memories.k
             meta["edit_scores"] = list(memories.edit_scores)
-            tensors["residual"] = memories.residual
-            tensors["permutation"] = memories.permutation
+            tensors["residual"] = _on_cpu(memories.residual)
+            tensors["permutation"] = _on_cpu(memories.permutation)
             for index, mask in enumerate(memories.masks):
-                tensors[f"mask.{index}"] = mask
-        return StateDict({name: t.detach().cpu() for name, t in tensors.items()}, meta)
+                tensors[f"mask.{index}"] = _on_cpu(mask)
+        return StateDict(tensors, meta)
 
     @classmethod
     def from_state_dict(cls, state: StateDict, original: torch.Tensor, rule: RoutingRule,
@@ -145,6 +147,35 @@ class EditorState:
             if isinstance(exc, StateError):
                 raise
             raise StateError(f"the state is incomplete or inconsistent ({type(exc).__name__}: {exc})") from None
+
+
+@dataclass(frozen=True)
+class _ExportedMemory:
+    tensors: dict[str, torch.Tensor]  # on the CPU, detached
+    record: dict[str, Any]
+
+    @classmethod
+    def of(cls, memory: SideMemory, original: torch.Tensor) -> _ExportedMemory:
+        name = f"memory.{memory.memory_id}"
+        tensors = {}
+        if memory.factors is not None:
+            tensors[f"{name}.u"], tensors[f"{name}.v"] = memory.factors
+        elif memory.columns is not None:
+            tensors[f"{name}.inputs"], tensors[f"{name}.change"] = memory.columns
+        else:
+            positions, values = (memory.positions, memory.values) if memory.is_compact else \
+                changed_entries(memory.weight, original)
+            tensors[f"{name}.positions"], tensors[f"{name}.values"] = positions, values
+        if memory.keys is not None:
+            tensors[f"{name}.keys"] = memory.keys
+        record = {"id": memory.memory_id, "kind": memory.kind, "edit_ids": list(memory.edit_ids),
+                  "edit_scores": list(memory.edit_scores), "mask_seed": memory.mask_seed}
+        return cls({key: _on_cpu(t) for key, t in tensors.items()}, record)
+
+
+def _on_cpu(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor itself when it is already a plain CPU tensor: consecutive state dicts then share it."""
+    return tensor if tensor.device.type == "cpu" and not tensor.requires_grad else tensor.detach().cpu()
 
 
 def _tensor(tensors: dict[str, torch.Tensor], name: str, device=None) -> torch.Tensor:
@@ -205,8 +236,6 @@ def changed_entries(weight: torch.Tensor, base: torch.Tensor) -> tuple[torch.Ten
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    if a is b:
-        return True
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
     as_int = _INT_OF_SIZE[a.element_size()]
@@ -221,6 +250,8 @@ def state_delta(old: StateDict, new: StateDict) -> StateDict:
     patched, replaced = [], []
     for name, tensor in new.tensors.items():
         before = old.tensors.get(name)
+        if before is tensor:  # shared by consecutive state dicts: the usual case, decided without a call
+            continue
         if before is not None and _same(before, tensor):
             continue
         if before is not None and before.shape == tensor.shape and before.dtype == tensor.dtype:
@@ -237,7 +268,7 @@ def state_delta(old: StateDict, new: StateDict) -> StateDict:
         if before == value:
             continue
         if isinstance(value, list) and isinstance(before, list):
-            keep = 0
+            keep = len(before) if value[: len(before)] == before else 0  # a list that only grew: the usual case
             while keep < min(len(before), len(value)) and before[keep] == value[keep]:
                 keep += 1
             meta_changes[key] = {"keep": keep, "append": value[keep:]}
