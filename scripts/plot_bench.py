@@ -1,4 +1,4 @@
-"""Rel, Gen and Loc of each method against T, from the JSON of `wise-gui bench --json`, as a PNG.
+"""Rel, Gen, Loc and generation success of each method against T, from the JSON of `wise-gui bench --json`, as a PNG.
 
     .venv/bin/python scripts/plot_bench.py docs/bench/methods_zsre.json --out docs/bench/methods_zsre.png
     .venv/bin/python scripts/plot_bench.py runA.json runB.json --out both.png   # rows of several runs
@@ -17,7 +17,16 @@ import os
 import sys
 from pathlib import Path
 
-METRICS = (("rel", "Rel"), ("gen", "Gen"), ("loc", "Loc"))
+
+def _live(form: str):
+    return lambda row: ((row.get("live") or {}).get(form) or {}).get("prompt")
+
+
+# (title, value of a row): the paper's teacher-forced scores, then the edit prompt's answer generated as
+# asked raw and through the chat template (None where the run did not ask that way).
+METRICS = (("Rel", lambda row: row.get("rel")), ("Gen", lambda row: row.get("gen")), ("Loc", lambda row: row.get("loc")),
+           ("generated, raw", lambda row: _live("raw")(row) if row.get("live") else row.get("gen_success")),
+           ("generated, chat", _live("chat")))
 # Colours that stay apart in print and for colour-blind readers (Okabe-Ito).
 COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
 
@@ -38,7 +47,7 @@ def series(rows: list[dict]) -> dict[str, list[dict]]:
     return {method: sorted(items, key=lambda r: r["chunk_size"]) for method, items in grouped.items()}
 
 
-def plot(rows: list[dict], out: Path, width: int = 1500) -> None:
+def plot(rows: list[dict], out: Path, width: int = 1800) -> None:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     import pyqtgraph as pg
     from pyqtgraph.exporters import ImageExporter
@@ -50,12 +59,12 @@ def plot(rows: list[dict], out: Path, width: int = 1500) -> None:
     log_x = len(sizes) > 1 and sizes[-1] / sizes[0] >= 10
     model = rows[0].get("model", "?")
     layout = pg.GraphicsLayoutWidget()
-    layout.resize(width, width * 3 // 10)
+    layout.resize(width, width * 3 // 13)
     colours = {method: COLOURS[i % len(COLOURS)] for i, method in enumerate(grouped)}
     legend = "&nbsp;&nbsp;".join(f'<span style="color:{c}">&#9679; {m}</span>' for m, c in colours.items())
-    layout.addLabel(f"{model}, layer {rows[0].get('layer', '?')}: Rel / Gen / Loc against T&nbsp;&nbsp;&nbsp;{legend}",
-                    row=0, col=0, colspan=3)
-    for column, (key, title) in enumerate(METRICS):
+    layout.addLabel(f"{model}, layer {rows[0].get('layer', '?')}: scores against T&nbsp;&nbsp;&nbsp;{legend}",
+                    row=0, col=0, colspan=len(METRICS))
+    for column, (title, value) in enumerate(METRICS):
         panel = layout.addPlot(row=1, col=column, title=title)
         panel.setLogMode(x=log_x, y=False)
         panel.setYRange(0, 1.05, padding=0)
@@ -63,10 +72,10 @@ def plot(rows: list[dict], out: Path, width: int = 1500) -> None:
         panel.setLabel("bottom", "T (edits before evaluation)")
         # Ticks at the measured T only, written plainly (log mode places them at log10 T).
         panel.getAxis("bottom").setTicks([[(math.log10(s) if log_x else s, str(s)) for s in sizes]])
-        if all(r.get(key) is None for r in rows):
+        if all(value(r) is None for r in rows):
             panel.setTitle(f"{title} (not measured)")
         for method, items in grouped.items():
-            points = [(r["chunk_size"], r[key], r.get("complete", True)) for r in items if r.get(key) is not None]
+            points = [(r["chunk_size"], value(r), r.get("complete", True)) for r in items if value(r) is not None]
             if not points:
                 continue
             colour = colours[method]
@@ -86,7 +95,7 @@ def main() -> int:
     parser.add_argument("json", type=Path, nargs="+", help="rows written by wise-gui bench --json (one or more files)")
     parser.add_argument("--out", type=Path, default=None,
                         help="PNG to write (default: the first JSON's name with .png)")
-    parser.add_argument("--width", type=int, default=1500, help="image width in pixels")
+    parser.add_argument("--width", type=int, default=1800, help="image width in pixels")
     args = parser.parse_args()
     rows = [row for path in args.json for row in read_rows(path)]
     if not rows:

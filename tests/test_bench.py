@@ -204,7 +204,7 @@ def test_one_sequential_run_is_evaluated_at_each_T_in_raw_and_chat_form_with_its
 
 def test_the_plot_script_draws_rel_gen_loc_per_method_against_T(tmp_path):
     rows = [{"model": "tiny", "layer": 3, "method": method, "chunk_size": t, "n_edits": 10, "rel": rel,
-             "gen": rel / 2, "loc": 1.0, "complete": t < 100}
+             "gen": rel / 2, "loc": 1.0, "complete": t < 100, "live": {"raw": {"prompt": rel}, "chat": {"prompt": rel}}}
             for method, base in (("wise", 0.9), ("grace", 0.95), ("ft-l", 0.5))
             for t, rel in ((1, base), (10, base - 0.1), (100, base - 0.2))]
     (tmp_path / "rows.json").write_text(json.dumps(rows))
