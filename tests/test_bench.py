@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -182,6 +184,27 @@ def test_ctrl_c_in_a_long_sequential_run_keeps_the_rows_of_its_earlier_t(model_d
     assert code == 130
     (row,) = json.loads((tmp_path / "rows.json").read_text())
     assert (row["method"], row["chunk_size"], row["n_edits"]) == ("grace", 2, 2)
+
+
+def test_a_bench_started_in_the_background_stops_on_sigint_and_keeps_its_rows(model_dir, tmp_path):
+    """A shell starts background jobs with SIGINT ignored; `kill -INT` must still stop a long run."""
+    args = bench_args(model_dir, tmp_path, "--limit", "30", "--eval-at", "2", "--method", "grace")
+    args[args.index("--data") + 1] = str(FIXTURES / "zsre_engine_30.json")
+    log = tmp_path / "stderr.txt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from wise_gui.entry import main; sys.exit(main(sys.argv[1:]))", *args],
+            stdout=subprocess.DEVNULL, stderr=stderr, env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        deadline = time.monotonic() + 240
+        while b"edit 4/30" not in log.read_bytes() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=120)
+    assert code == 130, log.read_text()
+    (row,) = json.loads((tmp_path / "rows.json").read_text())
+    assert (row["method"], row["n_edits"]) == ("grace", 2)
 
 
 def test_one_sequential_run_is_evaluated_at_each_T_in_raw_and_chat_form_with_its_loc_per_file(

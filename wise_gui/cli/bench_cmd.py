@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -186,6 +187,9 @@ def run(args: argparse.Namespace) -> int:
     from wise_gui.core.datasets import load_requests_from, read_dataset
     from wise_gui.core.errors import WiseGuiError
 
+    # A job started in the background by a script begins with SIGINT ignored: take it back, so that
+    # `kill -INT` stops a long run and keeps its rows, as Ctrl+C does in a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     requests = load_requests_from(args.data, start=args.start, limit=args.limit)
     if not requests:
         raise WiseGuiError(f"{', '.join(args.data)} hold no records from {args.start} on.")
