@@ -466,8 +466,8 @@ class WiseEditor(EditedModel):
         shard.edit_ids.append(len(self.edit_log) - 1)
         shard.edit_scores.append(edit_score)
         memories.total_edits += 1
-        routable = memories.routable()
-        threshold = float(memories.thresholds()[routable.index(shard)])
+        routing = memories.routing()
+        threshold = float(memories.thresholds(routing)[routing.memories.index(shard)])
         shard_number = memories.shards_started
         shard_full = len(shard.edit_ids) >= s.save_freq
         if shard_full:

@@ -200,12 +200,13 @@ class _FinishedIndex:
         self.keyed = True  # every memory has keys
         self.nbytes = 0
 
-    def update(self, finished: list[SideMemory]) -> None:
-        kept = len(self.memories)
-        if len(finished) < kept or finished[:kept] != self.memories:
-            self.__init__()
-            kept = 0
-        for position, memory in enumerate(finished[kept:], start=kept):
+    def extends_to(self, finished: list[SideMemory]) -> bool:
+        """Whether `finished` is the indexed memories with more appended (or the same)."""
+        return finished[: len(self.memories)] == self.memories and len(finished) >= len(self.memories)
+
+    def extend(self, finished: list[SideMemory]) -> None:
+        """Indexes the memories `finished` has beyond the indexed ones (see `extends_to`)."""
+        for position, memory in enumerate(finished[len(self.memories):], start=len(self.memories)):
             self.nbytes += memory.nbytes
             self.min_scores.append(torch.tensor([memory.min_score], dtype=torch.float32))
             if memory.keys is None:
@@ -243,6 +244,13 @@ class ShardMemories:
     def __post_init__(self) -> None:
         self._finished = _FinishedIndex()
 
+    def _finished_index(self) -> _FinishedIndex:
+        finished = self.merged + self.saved
+        if not self._finished.extends_to(finished):  # a merge or a restore replaced them: indexed again
+            self._finished = _FinishedIndex()
+        self._finished.extend(finished)
+        return self._finished
+
     def routable(self) -> list[SideMemory]:
         """Memories a query may be routed to, in a fixed order (their index is the route)."""
         memories = self.merged + self.saved
@@ -252,9 +260,8 @@ class ShardMemories:
 
     def routing(self) -> Routing:
         """The memories a query is routed among now, with their scores and keys (see `Routing`)."""
-        finished = self.merged + self.saved
-        index = self._finished
-        index.update(finished)
+        index = self._finished_index()
+        finished = index.memories
         memories, min_scores = finished, index.min_scores.value()
         keys, owners = (index.keys.value(), index.owners.value()) if index.keyed and finished else (None, None)
         if min_scores is None:
@@ -288,8 +295,7 @@ class ShardMemories:
                              list(self.merge_events), self.rule, self.background)
 
     def nbytes(self) -> int:
-        self._finished.update(self.merged + self.saved)
-        return self._finished.nbytes + self.shard.nbytes
+        return self._finished_index().nbytes + self.shard.nbytes
 
     # ---- routing ------------------------------------------------------------------------------------
 
