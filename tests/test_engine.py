@@ -16,7 +16,7 @@ from wise_gui.core.wise.merge import linear_merge, ties_merge, trim_by_magnitude
 from wise_gui.core.wise.settings import SettingsError, WiseSettings
 from wise_gui.core.wise.shards import RoutingRule, ShardMemories, SideMemory
 from wise_gui.core.wise.state import apply_state_delta, state_delta
-from wise_gui.core.wise.training import EditTrainer
+from wise_gui.core.wise.training import CapturedForward, EditTrainer, target_cross_entropy
 
 # A chat template of the ChatML kind SmolLM2 uses, for a tokenizer built in the test.
 CHAT_TEMPLATE = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -61,6 +61,38 @@ def test_cached_and_full_forward_give_the_same_loss_and_gradient(tokenizer, reco
     assert torch.allclose(i_c, i_f, atol=1e-5)
     assert g_c.abs().max() > 0
     assert torch.allclose(g_c, g_f, atol=1e-5, rtol=1e-4)
+
+
+def test_the_fused_target_loss_matches_torch_cross_entropy_in_value_and_gradient():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=True).requires_grad_(False)
+    hidden = torch.randn(7, 16, requires_grad=True)
+    targets = torch.tensor([3, 0, 49, 3, 17, 8, 21])
+    row_weights = torch.rand(7)
+    losses, predicted = target_cross_entropy(head, hidden, targets)
+    (grad,) = torch.autograd.grad((losses * row_weights).sum(), hidden)
+    reference = torch.nn.functional.cross_entropy(head(hidden), targets, reduction="none")
+    (reference_grad,) = torch.autograd.grad((reference * row_weights).sum(), hidden)
+    assert torch.allclose(losses, reference, atol=1e-6)
+    assert torch.allclose(grad, reference_grad, atol=1e-6)
+    assert predicted.tolist() == (head(hidden).argmax(-1) == targets).tolist()
+
+
+@pytest.mark.parametrize("layer", [1, 3])
+def test_a_capturing_pass_stops_before_the_last_layer_and_the_lm_head(tokenizer, records, layer):
+    editor = WiseEditor(tiny_loaded(tokenizer=tokenizer), TINY_SETTINGS.replace(layer=layer))
+    batch = editor._edit_groups(records[0]["src"], records[0]["alt"])[0].batch
+    calls = []
+    hooks = [module.register_forward_hook(lambda m, a, out, name=name: calls.append(name))
+             for name, module in (("head", editor.arch.lm_head), ("last layer", editor.arch.layers[-1]))]
+    try:
+        captured = CapturedForward(editor.arch, editor.layer, batch, editor.layer.weight.device)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls == []
+    assert captured.down_input.shape[:2] == batch.input_ids.shape
+    assert len(captured.upper_calls) == 3 - layer  # the layers above the edited one, last included
 
 
 def test_one_edit_sticks_and_is_generated(tokenizer, records):

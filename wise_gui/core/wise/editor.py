@@ -34,6 +34,7 @@ from wise_gui.core.wise.settings import WiseSettings, default_layer
 from wise_gui.core.wise.shards import RoutingRule, ShardMemories, SideMemory
 from wise_gui.core.wise.state import Calibration, EditorState, StateDict
 from wise_gui.core.wise.training import (
+    CapturedForward,
     EditTrainer,
     LowRankChange,
     MarginTargets,
@@ -278,11 +279,7 @@ class WiseEditor(EditedModel):
         return templates
 
     def _down_input(self, batch: TokenBatch) -> torch.Tensor:
-        device = self.loaded.input_device
-        with self.layer.off(), self.layer.capturing() as inputs:
-            self.loaded.model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                              use_cache=False)
-        return inputs[0]
+        return CapturedForward(self.arch, self.layer, batch, self.loaded.input_device, upper=False).down_input
 
     def margins(self) -> MarginTargets:
         s = self.settings

@@ -69,19 +69,32 @@ def margin_loss(edit_scores: torch.Tensor, irrelevant_scores: torch.Tensor | Non
     return loss
 
 
-class _CapturedForward:
-    """Runs the full model once under no_grad and keeps what the cached steps reuse."""
+class _EnoughCaptured(Exception):
+    """Raised from a hook to end a capturing forward pass once it holds what the caller needs."""
+
+
+class CapturedForward:
+    """Runs the frozen model under no_grad up to what the cached steps reuse, and no further: the
+    edited layer's input and residual and, with `upper`, the arguments of each layer above. The last
+    layer and the LM head (a fifth of a small model's work, at every position) are never run here."""
 
     def __init__(self, arch: Architecture, layer: WiseLayer, batch: TokenBatch, device: torch.device, upper: bool = True):
         self.residual: torch.Tensor | None = None
         self.upper_calls: list[tuple[tuple, dict]] = []
+        layers_above = arch.upper_layers() if upper else []
         handles = [arch.pre_mlp_norm.register_forward_pre_hook(self._keep_residual)]
-        for layer_above in arch.upper_layers() if upper else []:
+        for layer_above in layers_above:
             handles.append(layer_above.register_forward_pre_hook(self._keep_call, with_kwargs=True))
+        if layers_above:
+            handles.append(layers_above[-1].register_forward_pre_hook(self._stop, with_kwargs=True))
+        else:
+            handles.append(layer.register_forward_hook(self._stop))
         try:
             with torch.no_grad(), layer.off(), layer.capturing() as inputs:
                 arch.model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
                            use_cache=False)
+        except _EnoughCaptured:
+            pass
         finally:
             for handle in handles:
                 handle.remove()
@@ -93,6 +106,40 @@ class _CapturedForward:
     def _keep_call(self, module, args, kwargs):
         self.upper_calls.append((args[1:], dict(kwargs)))
 
+    @staticmethod
+    def _stop(*_):
+        raise _EnoughCaptured
+
+
+class _TargetCrossEntropy(torch.autograd.Function):
+    """Per-position cross-entropy of `targets` under lm_head(hidden), and whether each target is the
+    top prediction. The backward reuses the forward's log-softmax (F.cross_entropy reads the
+    [positions, vocabulary] logits four times over); the head's weight is frozen."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets):
+        logits = F.linear(hidden, weight, bias).float()
+        log_probs = torch.log_softmax(logits, dim=-1)
+        positions = torch.arange(targets.shape[0], device=targets.device)
+        ctx.save_for_backward(log_probs, targets, weight)
+        ctx.hidden_dtype = hidden.dtype
+        ctx.mark_non_differentiable(targets)
+        return -log_probs[positions, targets], logits.argmax(-1) == targets
+
+    @staticmethod
+    def backward(ctx, grad_losses, _grad_predicted):
+        log_probs, targets, weight = ctx.saved_tensors
+        grad_logits = log_probs.exp_()  # the saved tensor is not needed again
+        grad_logits[torch.arange(targets.shape[0], device=targets.device), targets] -= 1.0
+        grad_logits.mul_(grad_losses.unsqueeze(1))
+        return grad_logits.to(weight.dtype) @ weight, None, None, None
+
+
+def target_cross_entropy(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """([positions] cross-entropy, [positions] bool: target predicted) of the LM head at `hidden`."""
+    return _TargetCrossEntropy.apply(hidden, head.weight, head.bias, targets)
+
 
 class _Group:
     """One row group's captured activations and target positions."""
@@ -101,7 +148,7 @@ class _Group:
         layer, device = trainer.layer, trainer.device
         self.batch, self.weight = group.batch, group.weight
         self.rows = group.batch.input_ids.shape[0]
-        self.captured = _CapturedForward(trainer.arch, layer, group.batch, device)
+        self.captured = CapturedForward(trainer.arch, layer, group.batch, device)
         self.down_input = self.captured.down_input
         self.main_activation = layer.act_fn(layer.project(self.down_input, layer.weight).float())
         self.score_mask = group.batch.score_mask.to(device)
@@ -124,11 +171,12 @@ class EditTrainer:
         self.device = layer.weight.device
         self.replay_inputs = replay_inputs or []
         self.groups = [_Group(self, group) for group in groups]
+        self.target_ids = torch.cat([g.target_ids for g in self.groups])
         self.irrelevant = [self._irrelevant(batch) for batch in irrelevant]
         self.all_targets_predicted = False
 
     def _irrelevant(self, batch: TokenBatch) -> tuple[TokenBatch, torch.Tensor, torch.Tensor, torch.Tensor]:
-        down_input = _CapturedForward(self.arch, self.layer, batch, self.device, upper=False).down_input
+        down_input = CapturedForward(self.arch, self.layer, batch, self.device, upper=False).down_input
         main = self.layer.act_fn(self.layer.project(down_input, self.layer.weight).float())
         return batch, down_input, main, batch.score_mask.to(self.device)
 
@@ -162,26 +210,27 @@ class EditTrainer:
                           for _, down_input, main, mask in self.irrelevant])
 
     @staticmethod
-    def _ce(group: _Group, logits: torch.Tensor) -> torch.Tensor:
-        token_losses = F.cross_entropy(logits.float(), group.target_ids, reduction="none")
+    def _row_mean(group: _Group, token_losses: torch.Tensor) -> torch.Tensor:
         # Mean over each row's target tokens, then over the group's rows (as the reference does).
-        per_row = torch.zeros(group.rows, device=logits.device).index_add(0, group.predict_rows, token_losses)
+        per_row = torch.zeros(group.rows, device=token_losses.device).index_add(0, group.predict_rows, token_losses)
         counts = torch.zeros_like(per_row).index_add(0, group.predict_rows, torch.ones_like(token_losses))
         return (per_row / counts.clamp_min(1)).mean()
 
     def losses(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(cross-entropy, margin loss, edit-row scores, irrelevant-row scores) for the weight `weight`."""
-        ce = weight.new_zeros((), dtype=torch.float32)
-        edit_scores, predicted = [], True
+        target_hidden, edit_scores = [], []
         for group in self.groups:
             if self.full_forward:
-                down_output, target_logits = self._full_path(weight, group.batch, group)
+                down_output, hidden = self._full_path(weight, group.batch, group)
             else:
-                down_output, target_logits = self._cached_path(weight, group)
-            ce = ce + group.weight * self._ce(group, target_logits)
-            predicted = predicted and bool((target_logits.argmax(-1) == group.target_ids).all())
+                down_output, hidden = self._cached_path(weight, group)
+            target_hidden.append(hidden)
             edit_scores.append(self._scores(down_output, group.main_activation, group.score_mask))
-        self.all_targets_predicted = predicted
+        # Every group's target positions through the LM head at once: its weight is read once per step.
+        token_losses, predicted = target_cross_entropy(self.arch.lm_head, torch.cat(target_hidden), self.target_ids)
+        self.all_targets_predicted = bool(predicted.all())
+        ce = sum(group.weight * self._row_mean(group, losses)
+                 for group, losses in zip(self.groups, token_losses.split([len(g.target_ids) for g in self.groups])))
         edit_scores = torch.cat(edit_scores)
         if self.full_forward and self.irrelevant:
             irrelevant_scores = torch.cat([self._scores(self._full_path(weight, batch)[0], main, mask)
@@ -211,7 +260,7 @@ class EditTrainer:
             picked = self._llama_layer_at_targets(last_layer, hidden, last_kwargs, group)
         else:
             picked = hidden[group.predict_rows, group.predict_cols]
-        return down_output, self.arch.lm_head(self.arch.final_norm(picked))
+        return down_output, self.arch.final_norm(picked)
 
     @staticmethod
     def _llama_layer_at_targets(layer, hidden: torch.Tensor, kwargs: dict, group: _Group) -> torch.Tensor:
@@ -222,18 +271,23 @@ class EditTrainer:
         return picked + layer.mlp(layer.post_attention_layernorm(picked))
 
     def _full_path(self, weight: torch.Tensor, batch: TokenBatch, group: _Group | None = None):
-        """The reference way: the rows through the whole model, every step."""
+        """The reference way: the rows through the whole model, every step. Returns the edited layer's
+        output and, for edit rows, the final norm's output at the target positions (the loss applies
+        the LM head there, as on the cached path)."""
         outputs: list[torch.Tensor] = []
-        hook = self.layer.register_forward_hook(lambda module, args, out: outputs.append(out))
+        hooks = [module.register_forward_hook(lambda module, args, out: outputs.append(out))
+                 for module in (self.layer, self.arch.final_norm)]
         try:
             with self.layer.through(weight):
-                logits = self.arch.model(input_ids=batch.input_ids.to(self.device),
-                                         attention_mask=batch.attention_mask.to(self.device), use_cache=False).logits
+                self.arch.model(input_ids=batch.input_ids.to(self.device),
+                                attention_mask=batch.attention_mask.to(self.device), use_cache=False)
         finally:
-            hook.remove()
+            for hook in hooks:
+                hook.remove()
+        down_output, final_hidden = outputs
         if group is None:
-            return outputs[0], None
-        return outputs[0], logits[group.predict_rows, group.predict_cols]
+            return down_output, None
+        return down_output, final_hidden[group.predict_rows, group.predict_cols]
 
 
 class MaskedWeight:
