@@ -122,8 +122,6 @@ class _TargetCrossEntropy(torch.autograd.Function):
         log_probs = torch.log_softmax(logits, dim=-1)
         positions = torch.arange(targets.shape[0], device=targets.device)
         ctx.save_for_backward(log_probs, targets, weight)
-        ctx.hidden_dtype = hidden.dtype
-        ctx.mark_non_differentiable(targets)
         return -log_probs[positions, targets], logits.argmax(-1) == targets
 
     @staticmethod
