@@ -220,10 +220,18 @@ def run(args: argparse.Namespace) -> int:
         save_memory_file(editor, args.export)
         print(f"\nSide memory saved to {args.export}.", file=sys.stderr)
 
+    measured: list = []
+
+    def keep(row) -> None:
+        # Written as soon as measured, so a long run killed outright still leaves its earlier T.
+        measured.append(row)
+        if args.json:
+            write_rows_json(measured, args.json)
+
     outcome = run_suite(lambda name: build_method(name, loaded, wise.get(name), baseline_settings, pool, args.layer),
                         methods, requests, sizes, start=args.start, profile=profile,
                         full_forward_edits=args.compare_full_forward, on_progress=ProgressLine(),
-                        before_rollback=export if args.export else None, eval_at=eval_at, forms=forms)
+                        before_rollback=export if args.export else None, eval_at=eval_at, forms=forms, on_row=keep)
     print(file=sys.stderr)
     results = outcome.results
     if outcome.interrupted:

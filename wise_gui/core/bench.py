@@ -235,12 +235,13 @@ def run_benchmark(method: Method, requests: list[EditRequest], start: int = 0, f
                   on_progress: Callable[[int, int, float], None] | None = None,
                   profile: DatasetProfile = DatasetProfile(), eval_at: tuple[int, ...] = (),
                   forms: tuple[QueryForm, ...] | None = None, speed_prompts: int = 0,
-                  name: str | None = None) -> list[BenchResult]:
+                  name: str | None = None, on_row: Callable[[BenchResult], None] | None = None) -> list[BenchResult]:
     """The paper's protocol: edit all requests in sequence, then evaluate all of them; one row per T in
     `eval_at` (evaluated when the run reaches it) and one for all requests, in that order.
 
     With `full_forward_edits` > 0 (WISE only), the first that many edits are also timed with the full
-    forward pass (then rolled back), so one run reports the speed-up of the cached path.
+    forward pass (then rolled back), so one run reports the speed-up of the cached path. `on_row` gets
+    each row as soon as it is measured (a long run's earlier T survive a crash).
     """
     if isinstance(method, WiseEditor):
         method.prepare()  # once per editor, not part of any edit's time
@@ -278,6 +279,8 @@ def run_benchmark(method: Method, requests: list[EditRequest], start: int = 0, f
                     measure_speed(method, row, [r.prompt for r in requests[:speed_prompts]])
                 row.peak_rss_mb = peak_rss_mb()
                 rows.append(row)
+                if on_row is not None:
+                    on_row(row)
     except KeyboardInterrupt:
         raise InterruptedRun(rows) from None
     return rows
@@ -362,7 +365,8 @@ def run_suite(make_method: Callable[[str], Method], methods: list[str], requests
               chunk_sizes: list[int], start: int = 0, profile: DatasetProfile = DatasetProfile(),
               full_forward_edits: int = 0, speed_prompts: int = 4, on_progress: SuiteProgress | None = None,
               before_rollback: Callable[[Method, BenchResult], None] | None = None, eval_at: tuple[int, ...] = (),
-              forms: tuple[QueryForm, ...] | None = None) -> SuiteOutcome:
+              forms: tuple[QueryForm, ...] | None = None,
+              on_row: Callable[[BenchResult], None] | None = None) -> SuiteOutcome:
     """Every method on the same records, for every T in `chunk_sizes`; one row per method and T (and per
     T of `eval_at`, which needs a single chunk of all records).
 
@@ -370,6 +374,7 @@ def run_suite(make_method: Callable[[str], Method], methods: list[str], requests
     model's own weights. Each chunk starts from the method's unedited state. `full_forward_edits` times
     the first chunk of a WISE method's first T also by the full forward pass. A KeyboardInterrupt stops
     the run; the rows measured so far (and a partial row of the chunks done for the current T) are kept.
+    `on_row` gets every row of a single-chunk run (the earlier T of `eval_at` included) when it is measured.
     """
     progress = _Progress(on_progress, len(methods) * sum(len(chunk_starts(len(requests), size)) * size
                                                          for size in chunk_sizes))
@@ -391,7 +396,8 @@ def run_suite(make_method: Callable[[str], Method], methods: list[str], requests
                         try:
                             rows = run_benchmark(method, requests[offset:offset + size], start + offset, timed, report,
                                                  profile, eval_at if len(offsets) == 1 else (), forms,
-                                                 speed_prompts if number == 1 else 0, name)
+                                                 speed_prompts if number == 1 else 0, name,
+                                                 on_row if len(offsets) == 1 else None)
                             if before_rollback is not None:
                                 before_rollback(method, rows[-1])
                         finally:
