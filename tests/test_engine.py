@@ -11,6 +11,7 @@ from wise_gui.core.edits import EditRequest
 from wise_gui.core.evaluation import evaluate
 from wise_gui.core.inference import MAIN
 from wise_gui.core.tokens import pad_id, pad_rows
+from wise_gui.core.wise import editor as editor_module
 from wise_gui.core.wise.editor import InvalidEdit, WiseEditor
 from wise_gui.core.wise.merge import linear_merge, ties_merge, trim_by_magnitude
 from wise_gui.core.wise.settings import SettingsError, WiseSettings
@@ -275,6 +276,18 @@ def test_closing_the_edit_between_steps_restores_the_exact_state(tokenizer, reco
     after = state_tensors(editor)
     assert len(before) == len(after) and all(torch.equal(x, y) for x, y in zip(before, after))
     assert editor.state.total_edits == 1 and len(editor.edit_log) == 1
+
+
+def test_every_edit_applied_or_cancelled_hands_the_freed_memory_back(tokenizer, records, monkeypatch):
+    editor = make_editor(tokenizer)
+    released = []
+    monkeypatch.setattr(editor_module, "release_free_memory", lambda: released.append(len(editor.edit_log)))
+    requests = requests_from(records, 2)
+    editor.apply_edit(requests[0])
+    generator = editor.apply(requests[1])
+    next(generator)
+    generator.close()  # a cancel
+    assert released == [1, 1]
 
 
 def test_snapshot_and_restore_roll_back_whole_edits(tokenizer, records):

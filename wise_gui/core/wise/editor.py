@@ -21,6 +21,7 @@ import torch
 
 from wise_gui.core.edits import EditRequest
 from wise_gui.core.errors import WiseGuiError
+from wise_gui.core.heap import release_free_memory
 from wise_gui.core.identity import model_fingerprint
 from wise_gui.core.inference import MAIN, EditedModel, Route
 from wise_gui.core.models import LoadedModel
@@ -384,6 +385,8 @@ class WiseEditor(EditedModel):
         except BaseException:  # a cancel (GeneratorExit), Ctrl+C or a failure: nothing half-learnt stays
             self.restore(before)
             raise
+        finally:
+            release_free_memory()  # else the heap grows with every edit (core/heap.py)
         return outcome
 
     def _train_and_store(self, request: EditRequest, started: float) -> Generator[StepEvent, None, EditOutcome]:
