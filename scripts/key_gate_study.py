@@ -1,0 +1,105 @@
+"""How well the wise-index key gate separates an edit's paraphrases from unrelated questions, as the
+number of memories grows: offline, on the base model alone (the edited layer's input does not depend
+on the side memories, so every key and query feature is what a real run computes).
+
+For each record: its key (the mean question feature over its raw rows, behind the editor's context
+templates, and its chat row, minus the mean over unrelated text), and the features of its prompt,
+first paraphrase and first locality question in raw and chat form. Then, for M = 100, 300, 1000 keys,
+the fraction of locality questions whose best key similarity reaches the gate, and the fraction of
+paraphrases whose own key is among the 8 nearest and reaches it, for the centred cosine the engine uses
+and for a cosine after whitening with the covariance of the irrelevant pool (shrunk towards its mean
+variance). Features go to --features once (about 20 minutes here for 1,000 records); later runs read it.
+
+    .venv/bin/python scripts/key_gate_study.py --features /tmp/key_features.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+DATA = Path(__file__).resolve().parents[2] / "shared/data/zsre"
+CANDIDATES = 8
+
+
+def dump_features(path: Path, limit: int) -> None:
+    from wise_gui.core.datasets import irrelevant_samples, load_requests_from
+    from wise_gui.core.models import load_model
+    from wise_gui.core.tokens import pad_id, pad_rows
+    from wise_gui.core.wise.editor import WiseEditor
+    from wise_gui.core.wise.memory import question_features
+    from wise_gui.core.wise.presets import preset
+
+    # The T = 1000 run's records and pool (docs/benchmarks.md section 8).
+    requests = load_requests_from([DATA / "zsre_edit_dev.json", DATA / "zsre_train_1k.json"], limit=limit)
+    pool = irrelevant_samples(DATA / "zsre_train_1k.json", start=263)
+    editor = WiseEditor(load_model("default"), preset(), irrelevant_pool=pool)
+    calibration = editor.prepare()
+    prompter, pad = editor.prompter, pad_id(editor.tokenizer)
+
+    @torch.no_grad()
+    def features(rows) -> torch.Tensor:
+        parts = []
+        for start in range(0, len(rows), 48):
+            batch = pad_rows(rows[start:start + 48], pad)
+            down_input = editor._down_input(batch)
+            parts.append(question_features(down_input, batch.score_mask.to(down_input.device)).cpu())
+        return torch.cat(parts)
+
+    keys = torch.stack([features([prompter.question(r.prompt, "raw", context) for context in ["", *calibration.templates]]
+                                 + [prompter.question(r.prompt, "chat")]).mean(dim=0) for r in requests])
+    queries = {}
+    for form in ("raw", "chat"):
+        queries[f"para-{form}"] = features([prompter.question(r.paraphrases[0], form) for r in requests])
+        queries[f"loc-{form}"] = features([prompter.question(r.locality[0].prompt, form) for r in requests])
+        queries[f"pool-{form}"] = features([prompter.question(s, form) for s in pool])
+    torch.save({"keys": keys, "queries": queries, "background": calibration.background.cpu()}, path)
+
+
+def whitening(pool: torch.Tensor, shrink: float) -> torch.Tensor:
+    covariance = pool.t() @ pool / pool.shape[0]
+    covariance += shrink * covariance.trace() / covariance.shape[0] * torch.eye(covariance.shape[0])
+    values, vectors = torch.linalg.eigh(covariance)
+    return vectors @ torch.diag(values.rsqrt()) @ vectors.t()
+
+
+def report(data: dict, name: str, transform, gates: tuple[float, ...]) -> None:
+    keys, queries = data["keys"], data["queries"]
+    unit = lambda x: torch.nn.functional.normalize(transform(x - data["background"]), dim=-1)  # noqa: E731
+    for count in (100, 300, 1000):
+        if count > keys.shape[0]:
+            continue
+        key_units, own = unit(keys[:count]), torch.arange(count)
+        for gate in gates:
+            cells = [f"{name} M={count} gate={gate}"]
+            for form in ("raw", "chat"):
+                best = (unit(queries[f"loc-{form}"][:count]) @ key_units.t()).max(dim=1).values
+                cells.append(f"unrelated {form} {(best >= gate).float().mean():.3f}")
+            for form in ("raw", "chat"):
+                similarity = unit(queries[f"para-{form}"][:count]) @ key_units.t()
+                own_similarity = similarity[own, own]
+                rank = (similarity > own_similarity[:, None]).sum(dim=1)
+                reached = (rank < CANDIDATES) & (own_similarity >= gate)
+                cells.append(f"paraphrase {form} {reached.float().mean():.3f}")
+            print("  ".join(cells), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--features", type=Path, required=True, help="feature file: written when missing")
+    parser.add_argument("--limit", type=int, default=1000, help="records (dev 0..736, then train 0..262)")
+    parser.add_argument("--shrink", type=float, default=0.1, help="whitening: weight of the mean variance added")
+    args = parser.parse_args()
+    if not args.features.exists():
+        dump_features(args.features, args.limit)
+    data = torch.load(args.features, weights_only=True)
+    pool = torch.cat([data["queries"]["pool-raw"], data["queries"]["pool-chat"]]) - data["background"]
+    report(data, "centred", lambda x: x, (0.4, 0.45, 0.48))
+    matrix = whitening(pool, args.shrink)
+    report(data, "whitened", lambda x: x @ matrix, (0.25, 0.28, 0.30))
+
+
+if __name__ == "__main__":
+    main()
