@@ -2,9 +2,9 @@
 number of memories grows: offline, on the base model alone (the edited layer's input does not depend
 on the side memories, so every key and query feature is what a real run computes).
 
-For each record: its key (the mean question feature over its raw rows, behind the editor's context
-templates, and its chat row, minus the mean over unrelated text), and the features of its prompt,
-first paraphrase and first locality question in raw and chat form. Then, for M = 100, 300, 1000 keys,
+For each record: its key (the mean question feature over the editor's own edit rows, minus the mean
+over unrelated text), and the features of its first paraphrase and first locality question in raw and
+chat form. Then, for M = 100, 300, 1000 keys,
 the fraction of locality questions whose best key similarity reaches the gate, and the fraction of
 paraphrases whose own key is among the 8 nearest and reaches it, for the centred cosine the engine uses
 and for a cosine after whitening with the covariance of the irrelevant pool (shrunk towards its mean
@@ -40,16 +40,16 @@ def dump_features(path: Path, limit: int) -> None:
     prompter, pad = editor.prompter, pad_id(editor.tokenizer)
 
     @torch.no_grad()
-    def features(rows) -> torch.Tensor:
-        parts = []
-        for start in range(0, len(rows), 48):
-            batch = pad_rows(rows[start:start + 48], pad)
-            down_input = editor._down_input(batch)
-            parts.append(question_features(down_input, batch.score_mask.to(down_input.device)).cpu())
-        return torch.cat(parts)
+    def batch_features(batch) -> torch.Tensor:
+        down_input = editor._down_input(batch)
+        return question_features(down_input, batch.score_mask.to(down_input.device)).cpu()
 
-    keys = torch.stack([features([prompter.question(r.prompt, "raw", context) for context in ["", *calibration.templates]]
-                                 + [prompter.question(r.prompt, "chat")]).mean(dim=0) for r in requests])
+    def features(rows) -> torch.Tensor:
+        return torch.cat([batch_features(pad_rows(rows[start:start + 48], pad)) for start in range(0, len(rows), 48)])
+
+    # As the editor keys an edit (EditTrainer.question_feature): every row of its groups counts once.
+    keys = torch.stack([torch.cat([batch_features(group.batch) for group in editor._edit_groups(r.prompt, r.target)])
+                        .mean(dim=0) for r in requests])
     queries = {}
     for form in ("raw", "chat"):
         queries[f"para-{form}"] = features([prompter.question(r.paraphrases[0], form) for r in requests])
@@ -67,10 +67,12 @@ def whitening(pool: torch.Tensor, shrink: float) -> torch.Tensor:
 
 def report(data: dict, name: str, transform, gates: tuple[float, ...]) -> None:
     keys, queries = data["keys"], data["queries"]
-    unit = lambda x: torch.nn.functional.normalize(transform(x - data["background"]), dim=-1)  # noqa: E731
-    for count in (100, 300, 1000):
-        if count > keys.shape[0]:
-            continue
+
+    def unit(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(transform(x - data["background"]), dim=-1)
+
+    counts = sorted({count for count in (100, 300, 1000) if count < keys.shape[0]} | {keys.shape[0]})
+    for count in counts:
         key_units, own = unit(keys[:count]), torch.arange(count)
         for gate in gates:
             cells = [f"{name} M={count} gate={gate}"]
