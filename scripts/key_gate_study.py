@@ -20,6 +20,9 @@ from pathlib import Path
 
 import torch
 
+from wise_gui.core.wise.editor import WHITENING_RANK, WHITENING_SAMPLES, WHITENING_SHRINK
+from wise_gui.core.wise.shards import KeyWhitening
+
 DATA = Path(__file__).resolve().parents[2] / "shared/data/zsre"
 CANDIDATES = 8
 
@@ -58,13 +61,6 @@ def dump_features(path: Path, limit: int) -> None:
     torch.save({"keys": keys, "queries": queries, "background": calibration.background.cpu()}, path)
 
 
-def whitening(pool: torch.Tensor, shrink: float) -> torch.Tensor:
-    covariance = pool.t() @ pool / pool.shape[0]
-    covariance += shrink * covariance.trace() / covariance.shape[0] * torch.eye(covariance.shape[0])
-    values, vectors = torch.linalg.eigh(covariance)
-    return vectors @ torch.diag(values.rsqrt()) @ vectors.t()
-
-
 def report(data: dict, name: str, transform, gates: tuple[float, ...]) -> None:
     keys, queries = data["keys"], data["queries"]
 
@@ -92,15 +88,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=Path, required=True, help="feature file: written when missing")
     parser.add_argument("--limit", type=int, default=1000, help="records (dev 0..736, then train 0..262)")
-    parser.add_argument("--shrink", type=float, default=0.1, help="whitening: weight of the mean variance added")
+    parser.add_argument("--shrink", type=float, default=WHITENING_SHRINK, help="whitening: weight of the mean variance added")
+    parser.add_argument("--samples", type=int, default=WHITENING_SAMPLES, help="whitening: unrelated questions measured")
+    parser.add_argument("--rank", type=int, default=WHITENING_RANK, help="whitening: leading directions kept")
     args = parser.parse_args()
     if not args.features.exists():
         dump_features(args.features, args.limit)
     data = torch.load(args.features, weights_only=True)
-    pool = torch.cat([data["queries"]["pool-raw"], data["queries"]["pool-chat"]]) - data["background"]
+    pool = data["queries"]
+    pool = torch.cat([pool["pool-raw"][: args.samples], pool["pool-chat"][: args.samples]]) - data["background"]
     report(data, "centred", lambda x: x, (0.4, 0.45, 0.48))
-    matrix = whitening(pool, args.shrink)
-    report(data, "whitened", lambda x: x @ matrix, (0.25, 0.28, 0.30))
+    whitening = KeyWhitening.measure(pool, args.shrink, args.rank)
+    report(data, f"whitened (samples {args.samples}, rank {args.rank}, shrink {args.shrink})", whitening, (0.25, 0.28, 0.30))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from wise_gui.core.wise import editor as editor_module
 from wise_gui.core.wise.editor import InvalidEdit, WiseEditor
 from wise_gui.core.wise.merge import linear_merge, ties_merge, trim_by_magnitude
 from wise_gui.core.wise.settings import SettingsError, WiseSettings
-from wise_gui.core.wise.shards import RoutingRule, ShardMemories, SideMemory
+from wise_gui.core.wise.shards import KeyWhitening, RoutingRule, ShardMemories, SideMemory
 from wise_gui.core.wise.state import apply_state_delta, state_delta
 from wise_gui.core.wise.training import CapturedForward, EditTrainer, target_cross_entropy
 
@@ -432,6 +432,40 @@ def test_of_two_memories_above_threshold_the_one_with_the_nearest_key_answers(to
     assert unindexed.choice.tolist() == [1] and unindexed.score[0] > routed.score[0]
 
 
+def test_whitened_keys_let_paraphrases_through_the_gate_and_keep_unrelated_questions_out():
+    """Questions share a few large, varying directions (their form, their template); what tells two
+    apart is small. Against the plain cosine, an unrelated question often looks as near a key as a
+    paraphrase does; after whitening with unrelated questions' spread it does not."""
+    torch.manual_seed(0)
+    inputs, memories, gate = 128, 200, 0.5
+    shared = torch.randn(6, inputs) * 2.0  # 96% of the variance
+
+    def questions(count: int, own: torch.Tensor | None = None) -> torch.Tensor:
+        own = torch.randn(count, inputs) if own is None else own
+        return torch.randn(count, 6) @ shared + own
+
+    distinct = torch.randn(memories, inputs)
+    keys = questions(memories, distinct)
+    paraphrases = questions(memories, distinct + 0.2 * torch.randn(memories, inputs))
+    unrelated = questions(memories)
+    layout = ShardMemories(SideMemory(torch.zeros(8, inputs), "shard", memories + 1),
+                           merged=[SideMemory(torch.zeros(8, inputs), "merged", i + 1, [i], [1.0], keys=keys[i:i + 1])
+                                   for i in range(memories)],
+                           rule=RoutingRule(candidates=4, key_similarity=gate), background=torch.zeros(inputs))
+
+    def reached(features: torch.Tensor) -> torch.Tensor:
+        """[count]: the nearest candidate each question is scored against (MAIN: none passes the gate)."""
+        return layout.candidates(layout.routing(), features.unsqueeze(1), None)[:, 0]
+
+    own = torch.arange(memories)
+    plain_unrelated = (reached(unrelated) != MAIN).float().mean()
+    layout.whitening = KeyWhitening.measure(questions(600), shrink=0.1, rank=32)
+    assert layout.whitening.nbytes == (inputs * 32 + 32) * 4  # fixed: whatever the number of memories
+    assert plain_unrelated > 0.5
+    assert (reached(unrelated) != MAIN).float().mean() <= 0.02
+    assert (reached(paraphrases) == own).float().mean() >= 0.95
+
+
 def test_an_indexed_sparse_edit_holds_and_is_stored_as_few_entries(tokenizer, records):
     editor = make_editor(tokenizer, mask_kind="columns", mask_ratio=0.2, route_candidates=2)
     requests = requests_from(records, 4)
@@ -545,7 +579,9 @@ def test_bfloat16_routes_as_float32_does_and_round_trips(tokenizer, records, tmp
 # The state object and its deltas
 
 
-@pytest.mark.parametrize("changes", [{}, {"method": "memoir", "mask_ratio": 0.25, "n_iter": 20}])
+@pytest.mark.parametrize("changes", [{}, {"method": "memoir", "mask_ratio": 0.25, "n_iter": 20},
+                                     {"mask_kind": "columns", "mask_ratio": 0.2, "route_candidates": 2,
+                                      "key_similarity": 0.2, "key_whitening": True}])
 def test_a_state_is_the_previous_one_plus_its_delta(tokenizer, records, changes):
     editor = make_editor(tokenizer, **{"n_iter": 20, **changes})
     requests = requests_from(records, 3)
@@ -558,6 +594,8 @@ def test_a_state_is_the_previous_one_plus_its_delta(tokenizer, records, changes)
     assert rebuilt.meta == after.meta and set(rebuilt.tensors) == set(after.tensors)
     assert all(torch.equal(rebuilt.tensors[name], after.tensors[name]) for name in after.tensors)
     assert delta.nbytes() < 0.75 * after.nbytes()  # the edit's change, not the whole state
+    if changes.get("key_whitening"):  # measured once, part of the state, never in a delta
+        assert "calibration.whitening.directions" in after.tensors and not any("whitening" in n for n in delta.tensors)
     clone = make_editor(tokenizer, **{"n_iter": 20, **changes})
     clone.load_state_dict(rebuilt)
     editor.apply_edit(requests[2])

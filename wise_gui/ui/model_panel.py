@@ -36,7 +36,7 @@ from wise_gui.ui.style import FAIL_COLOUR, format_parameter_count
 # one) still gets its editor, in the last group.
 _GROUPED = {
     "Memory layout": ["method", "mask_kind", "mask_ratio", "save_freq", "merge_freq", "merge_method", "ties_density",
-                      "memory_rank", "route_candidates", "key_similarity", "replay", "replay_samples",
+                      "memory_rank", "route_candidates", "key_similarity", "key_whitening", "replay", "replay_samples",
                       "overlap_threshold"],
     "Training one edit": ["lr", "n_iter", "early_stop_loss", "early_stop_delta", "stop_when_learnt", "settle_steps",
                           "n_templates", "n_irrelevant", "norm_constraint", "chat_form", "full_forward", "seed"],
@@ -66,6 +66,7 @@ LABELS = {
     "margin_scale": "Margin scale", "mask_ratio": "Mask ratio ρ", "save_freq": "Shard size", "merge_freq": "Merge every",
     "merge_method": "Merge method", "ties_density": "TIES density", "replay": "Replay",
     "replay_samples": "Replay samples", "memory_rank": "Memory rank", "key_similarity": "Key similarity ≥",
+    "key_whitening": "Whitened keys",
 }
 SOURCES = [("Default model (" + DEFAULT_MODEL_NAME + ")", "default"), ("Hugging Face folder…", "folder"),
            ("GGUF file…", "gguf")]

@@ -32,7 +32,7 @@ from wise_gui.core.wise.memory import WiseLayer, question_features
 from wise_gui.core.wise.merge import merge
 from wise_gui.core.wise.presets import preset
 from wise_gui.core.wise.settings import WiseSettings, default_layer
-from wise_gui.core.wise.shards import RoutingRule, ShardMemories, SideMemory
+from wise_gui.core.wise.shards import KeyWhitening, RoutingRule, ShardMemories, SideMemory
 from wise_gui.core.wise.state import Calibration, EditorState, StateDict
 from wise_gui.core.wise.training import (
     CapturedForward,
@@ -48,6 +48,12 @@ from wise_gui.core.wise.training import (
 RESOURCES = Path(__file__).resolve().parents[3] / "resources"
 TEMPLATE_SEEDS = ["I", "You", "Because", "Yes", "Q: "]
 CALIBRATION_SAMPLES = 32
+# The key whitening: unrelated questions it is measured on (each in every form the model is asked in),
+# the weight of the mean variance added to each direction's, and the leading directions kept
+# (docs/engine-findings.md, "The key gate at 1,000 memories").
+WHITENING_SAMPLES = 512
+WHITENING_SHRINK = 0.1
+WHITENING_RANK = 256
 
 T = TypeVar("T")
 
@@ -216,6 +222,7 @@ class WiseEditor(EditedModel):
             floor = s.threshold_floor * self.margins().beta if s.threshold_floor > 0 and calibrated else 0.0
             memories.rule = RoutingRule(act_ratio=s.act_ratio, threshold_floor=floor, shared_threshold=not s.retrieve,
                                         candidates=s.route_candidates, key_similarity=s.key_similarity)
+            memories.whitening = self._key_whitening() if calibrated and s.key_whitening else None
         else:
             memories.overlap_threshold = s.overlap_threshold
         memories.background = self._calibration.background if calibrated else None
@@ -256,6 +263,26 @@ class WiseEditor(EditedModel):
         norms = torch.linalg.vector_norm(self.layer.act_fn(self.layer.project(down_input, self.layer.weight)), dim=-1)
         scale = float(norms[batch.attention_mask.to(norms.device).bool()].mean())
         return scale, question_features(down_input, batch.score_mask.to(down_input.device)).mean(dim=0)
+
+    def _key_whitening(self) -> KeyWhitening:
+        """The calibration's key whitening, measured the first time the settings ask for it."""
+        if self._calibration.whitening is None:
+            self._calibration = dataclasses.replace(self._calibration, whitening=self._measure_whitening())
+            self.state.calibration = self._calibration
+        return self._calibration.whitening
+
+    @torch.no_grad()
+    def _measure_whitening(self) -> KeyWhitening:
+        """From the question features of unrelated questions, in every form the model is asked in."""
+        rows = [self.prompter.question(sample, form) for sample in self.irrelevant_pool[:WHITENING_SAMPLES]
+                for form in self.prompter.forms]
+        features = []
+        for start in range(0, len(rows), 64):
+            batch = pad_rows(rows[start:start + 64], pad_id(self.tokenizer))
+            down_input = self._down_input(batch)
+            features.append(question_features(down_input, batch.score_mask.to(down_input.device)))
+        relative = torch.cat(features) - self._calibration.background.to(features[0].device)
+        return KeyWhitening.measure(relative, WHITENING_SHRINK, WHITENING_RANK)
 
     def _generate_templates(self) -> list[str]:
         count = self.settings.n_templates

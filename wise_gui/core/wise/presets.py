@@ -6,8 +6,9 @@ edit, and training stopped 5 steps after the edit is learnt. They differ in the 
 
 - wise-retrieve: one memory per edit (a random fifth of the weight), every memory scored for every
   query. The preset of the first version; its costs grow with the number of edits.
-- wise-index: one memory per edit, but only the 1% of inputs where the edit's question stands out may
-  change, and a query is scored only against the memories whose keys lie nearest its own.
+- wise-index: one memory per edit, but only the 5% of inputs where the edit's question stands out may
+  change, and a query is scored only against the memories whose keys lie nearest its own (compared
+  after whitening, so that an unrelated question is not near a key for sharing the question's form).
 - memoir: one residual memory, each edit writing the columns of its TopHash mask (k = 0.286 of the FFN
   width, the fraction MEMOIR uses on LLaMA-3-8B: 4096 of 14336).
 - wise-merge: the paper's layout, one memory with the reference shard sizes (500 edits, merged at 1000).
@@ -28,8 +29,8 @@ def _wise_retrieve() -> WiseSettings:
 
 
 def _wise_index() -> WiseSettings:
-    return _wise_retrieve().replace(mask_kind="columns", mask_ratio=0.052, route_candidates=8, key_similarity=0.4,
-                                    lr=6.0, chat_form=True)
+    return _wise_retrieve().replace(mask_kind="columns", mask_ratio=0.052, route_candidates=8, key_similarity=0.3,
+                                    key_whitening=True, lr=6.0, chat_form=True)
 
 
 def _memoir() -> WiseSettings:

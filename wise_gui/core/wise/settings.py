@@ -94,6 +94,9 @@ class WiseSettings:
     key_similarity: float = _setting(-1.0, """wise-retrieve with route_candidates: a memory is scored only
         when the cosine similarity of its key to the query's reaches this (-1: any of the nearest). Unrelated
         questions then reach no memory at all.""", minimum=-1.0, maximum=1.0)
+    key_whitening: bool = _setting(False, """wise-retrieve with route_candidates: compare keys and queries
+        after whitening them with the spread of unrelated questions' features (measured once on the
+        model), so the directions all questions share count less than those that tell them apart.""")
     replay: bool = _setting(False, "wise-retrieve: while training, keep the current memory quiet on earlier memories' edits.")
     replay_samples: int = _setting(4, "Earlier edits replayed per edit when replay is on.", minimum=0)
     overlap_threshold: float = _setting(0.4, """memoir: the residual memory answers a query when its

@@ -8,7 +8,8 @@ WISE-Merge keeps one merged memory with one threshold; WISE-Retrieve keeps each 
 each with its own threshold, and a query goes to the best-scoring one above its threshold. With
 `route_candidates` > 0 each memory also has a key (the mean projection input over its edits' questions,
 minus that of unrelated text) and only the memories whose keys lie nearest the query's are scored, so the
-routing work stays the same however many memories there are.
+routing work stays the same however many memories there are. Keys and queries are compared by cosine,
+optionally after a `KeyWhitening` (docs/engine-findings.md, "The key gate at 1,000 memories").
 """
 
 from __future__ import annotations
@@ -166,6 +167,46 @@ class RoutingRule:
     key_similarity: float = -1.0  # ... and only those whose key's cosine similarity reaches this
 
 
+@dataclass(frozen=True, eq=False)
+class KeyWhitening:
+    """A linear map under which the question features of unrelated text have (nearly) equal variance in
+    every direction, so a cosine between a query and a key weighs the directions all questions share
+    (the template, the question form) less than those that tell questions apart.
+
+    It is (C + eps I)^(-1/2), up to scale, for the features' covariance C about the background and eps a
+    fraction of its mean variance, kept to C's leading directions: x -> x + ((x V) * gains) V^T, with V
+    [in, r] orthonormal and gains in (-1, 0]. Its size is fixed (r columns), whatever the number of edits.
+    """
+
+    directions: torch.Tensor  # [in, r] float32
+    gains: torch.Tensor  # [r] float32
+
+    @classmethod
+    def measure(cls, relative: torch.Tensor, shrink: float, rank: int) -> KeyWhitening:
+        """From unrelated questions' features minus the background, [n, in]."""
+        relative = relative.float()
+        _, singular, right = torch.linalg.svd(relative, full_matrices=False)
+        variances = singular.square() / relative.shape[0]  # C's eigenvalues, largest first
+        eps = shrink * variances.sum() / relative.shape[1]  # shrink x the mean variance over all inputs
+        kept = min(rank, variances.numel())
+        gains = (eps / (variances[:kept] + eps)).sqrt() - 1.0
+        return cls(right[:kept].t().contiguous(), gains)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        directions = self.directions.to(x.device)
+        return x + ((x @ directions) * self.gains.to(x.device)) @ directions.t()
+
+    @property
+    def nbytes(self) -> int:
+        return self.directions.nbytes + self.gains.nbytes
+
+
+def key_directions(relative: torch.Tensor, whitening: KeyWhitening | None) -> torch.Tensor:
+    """Unit vectors compared by cosine: features minus the background, whitened when a whitening is set."""
+    relative = relative.float()
+    return torch.nn.functional.normalize(whitening(relative) if whitening is not None else relative, dim=-1)
+
+
 class _Rows:
     """A tensor that grows by appended rows, its storage doubled when full, so appending stays cheap."""
 
@@ -192,7 +233,8 @@ class _FinishedIndex:
     edits' normalised keys. Finished memories are replaced, never changed in place, so the index is
     extended when memories are appended and built again only when the list is not an extension."""
 
-    def __init__(self) -> None:
+    def __init__(self, whitening: KeyWhitening | None) -> None:
+        self.whitening = whitening  # the keys' space: an index is built for one
         self.memories: list[SideMemory] = []
         self.min_scores = _Rows()
         self.keys = _Rows()
@@ -212,7 +254,7 @@ class _FinishedIndex:
             if memory.keys is None:
                 self.keyed = False
             elif self.keyed:
-                self.keys.append(torch.nn.functional.normalize(memory.keys.float(), dim=-1))
+                self.keys.append(key_directions(memory.keys, self.whitening))
                 self.owners.append(torch.full((memory.keys.shape[0],), position, dtype=torch.long))
         self.memories = list(finished)
 
@@ -240,14 +282,16 @@ class ShardMemories:
     merge_events: list[int] = field(default_factory=list)  # total_edits at each merge
     rule: RoutingRule = field(default_factory=RoutingRule)
     background: torch.Tensor | None = None  # mean question feature of unrelated text; keys are relative to it
+    whitening: KeyWhitening | None = None  # keys and queries compared after it (None: plain cosine)
 
     def __post_init__(self) -> None:
-        self._finished = _FinishedIndex()
+        self._finished = _FinishedIndex(self.whitening)
 
     def _finished_index(self) -> _FinishedIndex:
         finished = self.merged + self.saved
-        if not self._finished.extends_to(finished):  # a merge or a restore replaced them: indexed again
-            self._finished = _FinishedIndex()
+        # A merge or a restore replaced the memories, or the settings changed the keys' space: indexed again.
+        if not self._finished.extends_to(finished) or self._finished.whitening is not self.whitening:
+            self._finished = _FinishedIndex(self.whitening)
         self._finished.extend(finished)
         return self._finished
 
@@ -273,7 +317,7 @@ class ShardMemories:
             if shard.keys is None or not index.keyed:
                 keys, owners = None, None
             else:
-                shard_keys = torch.nn.functional.normalize(shard.keys.float(), dim=-1)
+                shard_keys = key_directions(shard.keys, self.whitening)
                 shard_owners = torch.full((shard.keys.shape[0],), len(finished), dtype=torch.long)
                 keys = shard_keys if keys is None else torch.cat([keys, shard_keys.to(keys.device)])
                 owners = shard_owners if owners is None else torch.cat([owners, shard_owners])
@@ -292,10 +336,11 @@ class ShardMemories:
         elif self.shard.columns is not None:
             shard.set_columns(self.shard._base, *self.shard.columns, self.shard._transposed)
         return ShardMemories(shard, list(self.saved), list(self.merged), self.total_edits, self.shards_started,
-                             list(self.merge_events), self.rule, self.background)
+                             list(self.merge_events), self.rule, self.background, self.whitening)
 
     def nbytes(self) -> int:
-        return self._finished_index().nbytes + self.shard.nbytes
+        whitening = self.whitening.nbytes if self.whitening is not None else 0
+        return self._finished_index().nbytes + self.shard.nbytes + whitening
 
     # ---- routing ------------------------------------------------------------------------------------
 
@@ -316,8 +361,8 @@ class ShardMemories:
         batch = x.shape[0]
         if not self._by_key(routing):
             return torch.arange(len(memories)).expand(batch, -1)
-        query = question_features(x, token_mask) - self.background.to(x.device)
-        similarity = torch.nn.functional.normalize(query, dim=-1) @ routing.keys.to(x.device).t()  # [B, keys]
+        query = key_directions(question_features(x, token_mask) - self.background.to(x.device), self.whitening)
+        similarity = query @ routing.keys.to(x.device).t()  # [B, keys]
         per_memory = torch.full((batch, len(memories)), -2.0, device=x.device)
         per_memory = per_memory.scatter_reduce(1, routing.owners.to(x.device).expand(batch, -1), similarity, "amax")
         nearest = per_memory.topk(min(count, len(memories)), dim=1)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from wise_gui.core.wise.memoir import ResidualMemory
-from wise_gui.core.wise.shards import RoutingRule, ShardMemories, SideMemory
+from wise_gui.core.wise.shards import KeyWhitening, RoutingRule, ShardMemories, SideMemory
 
 # Same-sized integer views, to compare float tensors bit for bit (-0.0 vs 0.0, NaN payloads).
 _INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -44,6 +44,7 @@ class Calibration:
     templates: list[str]
     layer_scale: float  # mean ||act(W a)|| over tokens of unrelated text
     background: torch.Tensor | None  # [in] mean question feature of unrelated text (None: a format-1 file's)
+    whitening: KeyWhitening | None = None  # measured when the settings compare keys whitened
 
 
 @dataclass
@@ -81,6 +82,9 @@ class EditorState:
             meta["layer_scale"] = self.calibration.layer_scale
             if self.calibration.background is not None:
                 tensors["calibration.background"] = _on_cpu(self.calibration.background)
+            if self.calibration.whitening is not None:
+                tensors["calibration.whitening.directions"] = _on_cpu(self.calibration.whitening.directions)
+                tensors["calibration.whitening.gains"] = _on_cpu(self.calibration.whitening.gains)
         memories = self.memories
         if isinstance(memories, ShardMemories):
             meta["layout"] = "shards"
@@ -118,7 +122,8 @@ class EditorState:
             if "templates" in meta:
                 background = tensors.get("calibration.background")
                 calibration = Calibration(list(meta["templates"]), float(meta["layer_scale"]),
-                                          background.to(original.device).float() if background is not None else None)
+                                          background.to(original.device).float() if background is not None else None,
+                                          _whitening(tensors, original, transposed))
             background = calibration.background if calibration is not None else None
             if meta["layout"] == "shards":
                 memories = [_side_memory(record, tensors, original, transposed) for record in meta["memories"]]
@@ -147,6 +152,17 @@ class EditorState:
             if isinstance(exc, StateError):
                 raise
             raise StateError(f"the state is incomplete or inconsistent ({type(exc).__name__}: {exc})") from None
+
+
+def _whitening(tensors: dict[str, torch.Tensor], original: torch.Tensor, transposed: bool) -> KeyWhitening | None:
+    if "calibration.whitening.directions" not in tensors:
+        return None
+    directions = _tensor(tensors, "calibration.whitening.directions", original.device).float()
+    gains = _tensor(tensors, "calibration.whitening.gains", original.device).float()
+    inputs = original.shape[0] if transposed else original.shape[1]
+    if directions.dim() != 2 or directions.shape[0] != inputs or gains.shape != (directions.shape[1],):
+        raise StateError("the key whitening does not fit the edited weight's inputs")
+    return KeyWhitening(directions, gains)
 
 
 @dataclass(frozen=True)
