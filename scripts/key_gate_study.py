@@ -6,9 +6,9 @@ For each record: its key (the mean question feature over the editor's own edit r
 over unrelated text), and the features of its first paraphrase and first locality question in raw and
 chat form. Then, for M = 100, 300, 1000 keys,
 the fraction of locality questions whose best key similarity reaches the gate, and the fraction of
-paraphrases whose own key is among the 8 nearest and reaches it, for the centred cosine the engine uses
-and for a cosine after whitening with the covariance of the irrelevant pool (shrunk towards its mean
-variance). Features go to --features once (about 20 minutes here for 1,000 records); later runs read it.
+paraphrases whose own key is among the 8 nearest and reaches it, for the plain centred cosine and for
+the cosine after the engine's `KeyWhitening` measured on the irrelevant pool (--samples, --rank,
+--shrink). Features go to --features once (about 20 minutes here for 1,000 records); later runs read it.
 
     .venv/bin/python scripts/key_gate_study.py --features /tmp/key_features.pt
 """

@@ -274,8 +274,9 @@ class WiseEditor(EditedModel):
     @torch.no_grad()
     def _measure_whitening(self) -> KeyWhitening:
         """From the question features of unrelated questions, in every form the model is asked in."""
-        rows = [self.prompter.question(sample, form) for sample in self.irrelevant_pool[:WHITENING_SAMPLES]
-                for form in self.prompter.forms]
+        # Form by form: a batch of raw questions is not padded to the length of chat-wrapped ones.
+        rows = [self.prompter.question(sample, form) for form in self.prompter.forms
+                for sample in self.irrelevant_pool[:WHITENING_SAMPLES]]
         features = []
         for start in range(0, len(rows), 64):
             batch = pad_rows(rows[start:start + 64], pad_id(self.tokenizer))
