@@ -8,7 +8,7 @@ chat form. Then, for M = 100, 300, 1000 keys,
 the fraction of locality questions whose best key similarity reaches the gate, and the fraction of
 paraphrases whose own key is among the 8 nearest and reaches it, for the plain centred cosine and for
 the cosine after the engine's `KeyWhitening` measured on the irrelevant pool (--samples, --rank,
---shrink). Features go to --features once (about 20 minutes here for 1,000 records); later runs read it.
+--shrink, --forms). Features go to --features once (about 20 minutes here for 1,000 records); later runs read it.
 
     .venv/bin/python scripts/key_gate_study.py --features /tmp/key_features.pt
 """
@@ -91,15 +91,17 @@ def main() -> None:
     parser.add_argument("--shrink", type=float, default=WHITENING_SHRINK, help="whitening: weight of the mean variance added")
     parser.add_argument("--samples", type=int, default=WHITENING_SAMPLES, help="whitening: unrelated questions measured")
     parser.add_argument("--rank", type=int, default=WHITENING_RANK, help="whitening: leading directions kept")
+    parser.add_argument("--forms", default="raw", help="whitening: the forms its questions are asked in (raw, chat or raw,chat)")
     args = parser.parse_args()
     if not args.features.exists():
         dump_features(args.features, args.limit)
     data = torch.load(args.features, weights_only=True)
-    pool = data["queries"]
-    pool = torch.cat([pool["pool-raw"][: args.samples], pool["pool-chat"][: args.samples]]) - data["background"]
+    pool = torch.cat([data["queries"][f"pool-{form}"][: args.samples] for form in args.forms.split(",")])
+    pool = pool - data["background"]
     report(data, "centred", lambda x: x, (0.4, 0.45, 0.48))
     whitening = KeyWhitening.measure(pool, args.shrink, args.rank)
-    report(data, f"whitened (samples {args.samples}, rank {args.rank}, shrink {args.shrink})", whitening, (0.25, 0.28, 0.30))
+    report(data, f"whitened ({args.forms} x {args.samples}, rank {args.rank}, shrink {args.shrink})", whitening,
+           (0.25, 0.28, 0.30))
 
 
 if __name__ == "__main__":
