@@ -2,8 +2,9 @@
 
 `EditorState` holds everything that applying edits changes or that an edit depends on: the memories,
 the edit log, the irrelevant-sample cursor and the calibration (context templates, the layer's
-activation scale, the mean question feature of unrelated text). Snapshot = `clone()`; the memory file
-and the workspace's checkpoints are `state_dict()` and `load_state_dict()`.
+activation scale, the mean question feature of unrelated text, and the key whitening when the settings
+use it). Snapshot = `clone()`; the memory file and the workspace's checkpoints are `state_dict()` and
+`load_state_dict()`.
 
 Tensors are named by stable identities (a memory by the shard number it started as, a MEMOIR mask by its
 edit), so two consecutive states share most names with the same tensor objects and `state_delta` is the
