@@ -30,9 +30,7 @@ CANDIDATES = 8
 def dump_features(path: Path, limit: int) -> None:
     from wise_gui.core.datasets import irrelevant_samples, load_requests_from
     from wise_gui.core.models import load_model
-    from wise_gui.core.tokens import pad_id, pad_rows
     from wise_gui.core.wise.editor import WiseEditor
-    from wise_gui.core.wise.memory import question_features
     from wise_gui.core.wise.presets import preset
 
     # The T = 1000 run's records and pool (docs/benchmarks.md section 8).
@@ -40,19 +38,15 @@ def dump_features(path: Path, limit: int) -> None:
     pool = irrelevant_samples(DATA / "zsre_train_1k.json", start=263)
     editor = WiseEditor(load_model("default"), preset(), irrelevant_pool=pool)
     calibration = editor.prepare()
-    prompter, pad = editor.prompter, pad_id(editor.tokenizer)
-
-    @torch.no_grad()
-    def batch_features(batch) -> torch.Tensor:
-        down_input = editor._down_input(batch)
-        return question_features(down_input, batch.score_mask.to(down_input.device)).cpu()
+    prompter = editor.prompter
 
     def features(rows) -> torch.Tensor:
-        return torch.cat([batch_features(pad_rows(rows[start:start + 48], pad)) for start in range(0, len(rows), 48)])
+        return editor.question_features_of(rows).cpu()
 
     # As the editor keys an edit (EditTrainer.question_feature): every row of its groups counts once.
-    keys = torch.stack([torch.cat([batch_features(group.batch) for group in editor._edit_groups(r.prompt, r.target)])
-                        .mean(dim=0) for r in requests])
+    keys = torch.stack([torch.cat([editor.batch_question_features(group.batch)
+                                   for group in editor._edit_groups(r.prompt, r.target)]).mean(dim=0).cpu()
+                        for r in requests])
     queries = {}
     for form in ("raw", "chat"):
         queries[f"para-{form}"] = features([prompter.question(r.paraphrases[0], form) for r in requests])

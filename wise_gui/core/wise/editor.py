@@ -25,7 +25,7 @@ from wise_gui.core.heap import release_free_memory
 from wise_gui.core.identity import model_fingerprint
 from wise_gui.core.inference import MAIN, EditedModel, Route
 from wise_gui.core.models import LoadedModel
-from wise_gui.core.tokens import QueryForm, TokenBatch, pad_id, pad_rows
+from wise_gui.core.tokens import QueryForm, Row, TokenBatch, pad_id, pad_rows
 from wise_gui.core.wise.architecture import Architecture
 from wise_gui.core.wise.memoir import ResidualMemory
 from wise_gui.core.wise.memory import WiseLayer, question_features
@@ -275,14 +275,22 @@ class WiseEditor(EditedModel):
     def _measure_whitening(self) -> KeyWhitening:
         """From the question features of unrelated questions asked raw: measured, that whitens chat-form
         questions as well as measuring both forms does, at a fraction of the cost (no template tokens)."""
-        rows = [self.prompter.question(sample) for sample in self.irrelevant_pool[:WHITENING_SAMPLES]]
-        features = []
-        for start in range(0, len(rows), 64):
-            batch = pad_rows(rows[start:start + 64], pad_id(self.tokenizer))
-            down_input = self._down_input(batch)
-            features.append(question_features(down_input, batch.score_mask.to(down_input.device)))
-        relative = torch.cat(features) - self._calibration.background.to(features[0].device)
+        questions = [self.prompter.question(sample) for sample in self.irrelevant_pool[:WHITENING_SAMPLES]]
+        features = self.question_features_of(questions)
+        relative = features - self._calibration.background.to(features.device)
         return KeyWhitening.measure(relative, WHITENING_SHRINK, WHITENING_RANK)
+
+    @torch.no_grad()
+    def batch_question_features(self, batch: TokenBatch) -> torch.Tensor:
+        """[rows, d]: each row's question feature at the edited layer's projection input, which the side
+        memories do not change (they act on that projection's output)."""
+        down_input = self._down_input(batch)
+        return question_features(down_input, batch.score_mask.to(down_input.device))
+
+    def question_features_of(self, rows: list[Row], batch_size: int = 64) -> torch.Tensor:
+        pad = pad_id(self.tokenizer)
+        return torch.cat([self.batch_question_features(pad_rows(rows[start:start + batch_size], pad))
+                          for start in range(0, len(rows), batch_size)])
 
     def _generate_templates(self) -> list[str]:
         count = self.settings.n_templates
