@@ -596,6 +596,10 @@ def test_a_state_is_the_previous_one_plus_its_delta(tokenizer, records, changes)
     assert delta.nbytes() < 0.75 * after.nbytes()  # the edit's change, not the whole state
     if changes.get("key_whitening"):  # measured once, part of the state, never in a delta
         assert "calibration.whitening.directions" in after.tensors and not any("whitening" in n for n in delta.tensors)
+        # The window tells the whitening apart from the memories' RAM: it is not a per-edit cost.
+        status = editor.status()
+        assert status.whitening_bytes == editor.memories.whitening.nbytes > 0
+        assert status.memory_bytes + status.whitening_bytes + status.working_bytes == editor.memories.nbytes()
     clone = make_editor(tokenizer, **{"n_iter": 20, **changes})
     clone.load_state_dict(rebuilt)
     editor.apply_edit(requests[2])

@@ -103,13 +103,13 @@ def test_shards_of_several_edits_are_bars_and_one_edit_memories_a_summary(qtbot)
     # A thousand one-edit memories: a summary, not a thousand bars.
     view.set_status(status(method="wise-retrieve", total_edits=1000, save_freq=1, merge_freq=1, shard_number=1001,
                            merged_memories=[1] * 1000, merge_events=list(range(1, 1001)), memory_bytes=33_000_000,
-                           working_bytes=3_500_000))
+                           working_bytes=3_500_000, whitening_bytes=1_500_000))
     view.redraw()
     assert view.showing_summary
     text = view.summary.shown_text()
     assert "1,000 memories for 1,000 edits" in text and "33.0 MB of RAM" in text and "33.0 KB each" in text
-    # The empty shard's training copy is said apart: it is not a per-edit cost.
-    assert "3.5 MB for the next edit's training copy" in text
+    # The empty shard's training copy and the router's key whitening are said apart: neither is a per-edit cost.
+    assert "3.5 MB for the next edit's training copy" in text and "1.5 MB for the router's key whitening" in text
 
     view.set_status(status(method="memoir", total_edits=40, save_freq=500, columns_used=0.25, memory_bytes=5_000_000))
     view.redraw()

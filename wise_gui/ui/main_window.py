@@ -553,8 +553,10 @@ class MainWindow(QMainWindow):
     def _show_memory(self, status: MemoryStatus, threshold: float | None) -> None:
         self.applied = status.total_edits
         self.status_applied.setText(f"{self.applied} applied edit{'s' * (self.applied != 1)}")
+        whitening = f", {format_bytes(status.whitening_bytes)} for the key whitening" if status.whitening_bytes else ""
         self.status_applied.setToolTip(f"The side memory takes {format_bytes(status.memory_bytes)} of RAM "
-                                       f"(and {format_bytes(status.working_bytes)} for the next edit's training copy).")
+                                       f"(and {format_bytes(status.working_bytes)} for the next edit's training copy"
+                                       f"{whitening}).")
         if threshold is None:
             self.status_threshold.setText("no side memory yet")
         else:

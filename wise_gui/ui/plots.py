@@ -630,8 +630,11 @@ class MemorySummary(QWidget):
             return
         memories = len(status.merged_memories) + len(status.saved_shards) + (1 if status.shard_edits else 0)
         per_memory = f" ({format_bytes(status.memory_bytes / memories)} each)" if memories else ""
-        if status.working_bytes:
-            per_memory += f", and {format_bytes(status.working_bytes)} for the next edit's training copy"
+        fixed = [f"{format_bytes(size)} {what}" for size, what in
+                 ((status.whitening_bytes, "for the router's key whitening"),
+                  (status.working_bytes, "for the next edit's training copy")) if size]
+        if fixed:
+            per_memory += ", and " + " and ".join(fixed)
         self.title.setText("<b>Side memories</b> (one per edit)")
         self.text.setText(f"<span style='font-size:16pt; font-weight:600'>{memories:,}</span> memor"
                           f"{'ies' if memories != 1 else 'y'} for {edits:,} edit{'s' * (edits != 1)} · {ram} of RAM"

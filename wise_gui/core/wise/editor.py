@@ -118,6 +118,7 @@ class MemoryStatus:
     # RAM of the shard being filled while it holds no edit yet: a working copy of the weight for the
     # next edit's training, the same at any number of edits.
     working_bytes: int = 0
+    whitening_bytes: int = 0  # the router's key whitening: measured once per model, shared by every memory
     columns_used: float | None = None  # memoir: fraction of the residual's columns some edit wrote
 
 
@@ -639,9 +640,10 @@ class WiseEditor(EditedModel):
             return MemoryStatus(s.method, memories.total_edits, s.save_freq, s.merge_freq, 1, memories.total_edits,
                                 [], [], [], memories.nbytes(), columns_used=float(used.float().mean()))
         working = 0 if memories.shard.edit_ids else memories.shard.nbytes
+        whitening = memories.whitening.nbytes if memories.whitening is not None else 0
         return MemoryStatus(
             s.method, memories.total_edits, s.save_freq, s.merge_freq, memories.shards_started,
             len(memories.shard.edit_ids), [len(m.edit_ids) for m in memories.saved],
-            [len(m.edit_ids) for m in memories.merged], list(memories.merge_events), memories.nbytes() - working,
-            working_bytes=working)
+            [len(m.edit_ids) for m in memories.merged], list(memories.merge_events),
+            memories.nbytes() - working - whitening, working_bytes=working, whitening_bytes=whitening)
 
