@@ -466,6 +466,23 @@ def test_whitened_keys_let_paraphrases_through_the_gate_and_keep_unrelated_quest
     assert (reached(paraphrases) == own).float().mean() >= 0.95
 
 
+def test_undo_to_before_whitened_keys_were_switched_on_keeps_the_whitening(tokenizer, records, monkeypatch):
+    """Measuring the whitening takes the first edit about a minute on SmolLM2: an undo past the point
+    where the setting was switched on must not pay it again."""
+    editor = make_editor(tokenizer, n_iter=10, mask_kind="columns", mask_ratio=0.2, route_candidates=2)
+    editor.apply_edit(requests_from(records, 1)[0])
+    before = editor.state_dict()
+    measured = []
+    measure = editor._measure_whitening
+    monkeypatch.setattr(editor, "_measure_whitening", lambda: measured.append(1) or measure())
+    editor.update_settings(editor.settings.replace(key_whitening=True, key_similarity=0.2))
+    whitening = editor.memories.whitening
+    assert measured == [1] and whitening is not None
+    editor.load_state_dict(before)  # the state saved before the switch, as an undo restores it
+    assert measured == [1] and editor.memories.whitening is whitening
+    assert "calibration.whitening.directions" in editor.state_dict().tensors
+
+
 def test_an_indexed_sparse_edit_holds_and_is_stored_as_few_entries(tokenizer, records):
     editor = make_editor(tokenizer, mask_kind="columns", mask_ratio=0.2, route_candidates=2)
     requests = requests_from(records, 4)

@@ -346,8 +346,18 @@ class WiseEditor(EditedModel):
             if state.calibration.background is None:  # written before keys existed: measured here
                 state.calibration = dataclasses.replace(state.calibration, background=self._measure()[1])
                 self.state.calibration = state.calibration
+            if state.calibration.whitening is None and self._has_whitening_for(state.calibration):
+                # A state from before "Whitened keys" was switched on (an undo): the whitening measured
+                # since is the same model's on the same background, so it is kept, not measured again.
+                state.calibration = dataclasses.replace(state.calibration, whitening=self._calibration.whitening)
+                self.state.calibration = state.calibration
             self._calibration = state.calibration
         self._configure(self.state.memories)
+
+    def _has_whitening_for(self, calibration: Calibration) -> bool:
+        current = self._calibration
+        return (current is not None and current.whitening is not None and current.background is not None
+                and torch.equal(current.background.cpu(), calibration.background.cpu()))
 
     def state_dict(self) -> StateDict:
         self.prepare()  # a state always carries the calibration its routing depends on
