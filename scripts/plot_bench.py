@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/plot_bench.py docs/bench/methods_zsre.json --out docs/bench/methods_zsre.png
     .venv/bin/python scripts/plot_bench.py runA.json runB.json --out both.png   # rows of several runs
+    .venv/bin/python scripts/plot_bench.py old.json new.json --labels "centred keys" "whitened keys"  # same method twice
 
 One panel per metric, one line per method (the colour key is in the title); T on a log axis when it spans
 a factor of 10 or more. Rows of an interrupted run (complete: false) are drawn with hollow markers. Runs without a display (offscreen Qt).
@@ -40,10 +41,11 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def series(rows: list[dict]) -> dict[str, list[dict]]:
-    """Rows per method (in first-seen order), sorted by T."""
+    """Rows per method, or per method and run label (in first-seen order), sorted by T."""
     grouped: dict[str, list[dict]] = {}
     for row in rows:
-        grouped.setdefault(row["method"], []).append(row)
+        name = f"{row['method']} ({row['label']})" if row.get("label") else row["method"]
+        grouped.setdefault(name, []).append(row)
     return {method: sorted(items, key=lambda r: r["chunk_size"]) for method, items in grouped.items()}
 
 
@@ -96,8 +98,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="PNG to write (default: the first JSON's name with .png)")
     parser.add_argument("--width", type=int, default=1800, help="image width in pixels")
+    parser.add_argument("--labels", nargs="+", default=None,
+                        help="one label per JSON file, shown after the method's name (\"\" for none)")
     args = parser.parse_args()
-    rows = [row for path in args.json for row in read_rows(path)]
+    labels = args.labels or [""] * len(args.json)
+    if len(labels) != len(args.json):
+        parser.error(f"--labels gives {len(labels)} labels for {len(args.json)} JSON files")
+    rows = [{**row, "label": label} for path, label in zip(args.json, labels) for row in read_rows(path)]
     if not rows:
         print(f"{', '.join(map(str, args.json))} hold no rows.", file=sys.stderr)
         return 1
