@@ -50,8 +50,12 @@ from wise_gui.ui.style import (
 HTML_ROLE = Qt.UserRole + 10
 KIND_COLOURS = {"prompt": EDIT_COLOUR, "paraphrase": PARAPHRASE_COLOUR, "locality": LOCALITY_COLOUR}
 KIND_LABELS = {"prompt": "Edit prompt", "paraphrase": "Paraphrase", "locality": "Locality"}
-HEADERS = ["Kind", "Prompt", "Expected", "Before editing", "After editing", "Routed to", "Score", "Result"]
+# Short headers, so that they stay whole in a narrow panel; the tooltips say them in full.
+HEADERS = ["Kind", "Prompt", "Expected", "Before", "After", "Routed to", "Score", "Result"]
 BEFORE_COLUMN, AFTER_COLUMN, ROUTE_COLUMN, SCORE_COLUMN, RESULT_COLUMN = 3, 4, 5, 6, 7
+HEADER_TIPS = {BEFORE_COLUMN: "The unedited model's answer",
+               AFTER_COLUMN: "The answer with the side memory (the new target highlighted)",
+               ROUTE_COLUMN: "The side memory the router picked, or the main memory"}
 
 
 def metrics_line(fields: OutcomeFields) -> str:
@@ -110,6 +114,8 @@ class AnswersPanel(QWidget):
         self.caption.setWordWrap(True)
         self.table = QTableWidget(0, len(HEADERS))
         self.table.setHorizontalHeaderLabels(HEADERS)
+        for column, tip in HEADER_TIPS.items():
+            self.table.horizontalHeaderItem(column).setToolTip(tip)
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.table.setSelectionBehavior(QTableWidget.SelectRows)
@@ -119,7 +125,7 @@ class AnswersPanel(QWidget):
         header.setSectionResizeMode(QHeaderView.Interactive)
         # The memory's name gets a fixed share (elided, whole in its tooltip), so on a small screen the
         # questions and answers keep room to be read.
-        for column, width in enumerate((0, 0, 80, 0, 0, 150, 48, 56)):
+        for column, width in enumerate((0, 0, 80, 0, 0, 130, 48, 56)):
             if width:
                 header.resizeSection(column, width)
         header.setSectionResizeMode(0, QHeaderView.ResizeToContents)  # the kind, in full
