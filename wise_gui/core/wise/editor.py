@@ -272,7 +272,6 @@ class WiseEditor(EditedModel):
             self.state.calibration = self._calibration
         return self._calibration.whitening
 
-    @torch.no_grad()
     def _measure_whitening(self) -> KeyWhitening:
         """From the question features of unrelated questions asked raw: measured, that whitens chat-form
         questions as well as measuring both forms does, at a fraction of the cost (no template tokens)."""
