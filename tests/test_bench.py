@@ -17,8 +17,18 @@ from tiny_model import FIXTURES, TINY_SETTINGS, requests_from, save_tiny_model, 
 
 from wise_gui.cli import bench_cmd, main
 from wise_gui.core.baselines import FtSettings, GraceSettings
-from wise_gui.core.bench import BenchResult, build_method, combine_chunks, profile_for, run_benchmark, run_suite
+from wise_gui.core.bench import (
+    SUBJECT_GROUPS,
+    BenchResult,
+    build_method,
+    combine_chunks,
+    profile_for,
+    run_benchmark,
+    run_suite,
+    split_by_subject,
+)
 from wise_gui.core.datasets import load_requests
+from wise_gui.core.edits import EditRequest
 from wise_gui.core.evaluation import Scores
 from wise_gui.core.memory_file import read_memory_file
 
@@ -224,6 +234,26 @@ def test_one_sequential_run_is_evaluated_at_each_T_in_raw_and_chat_form_with_its
     assert set(rows[1]["live"]) == {"raw"} and rows[1]["live"]["raw"]["prompt"] is not None
     assert set(rows[1]["by_source"]) == {"zsre_sample.json", "second.json"}
     assert rows[1]["per_edit"][0]["answers"][0]["kind"] == "prompt"
+
+
+def test_edits_of_a_subject_also_edited_to_another_target_are_scored_apart():
+    """ZsRE asks one fact several times with different new targets: the row says how those edits fare
+    beside the ones whose subject is edited once."""
+    requests = [EditRequest("Which company made USS Leedstown?", "Lockheed", subject="USS Leedstown"),
+                EditRequest("Who made USS Leedstown?", "Bethlehem Steel", subject="uss leedstown "),
+                EditRequest("Who built the Openfire server?", "Python", subject="Openfire"),
+                EditRequest("What language is Openfire in?", "python", subject="Openfire"),  # the same target
+                EditRequest("Where is Gardner Inlet?", "Antarctica", subject="Gardner Inlet")]
+    scores = [Scores(rel=1.0, gen=0.2), Scores(rel=1.0, gen=0.4), Scores(rel=1.0, gen=1.0), Scores(rel=0.5, gen=0.8),
+              Scores(rel=1.0, gen=0.9)]
+    once, again = (split_by_subject(requests, scores)[name] for name in SUBJECT_GROUPS)
+    assert (again.rel, again.gen) == pytest.approx((1.0, 0.3))
+    assert (once.rel, once.gen) == pytest.approx((2.5 / 3, 0.9))
+    assert split_by_subject(requests[2:], scores[2:]) == {}  # no subject edited to two targets: no split
+    row = BenchResult("tiny", 3, 5, 0, scores=Scores(rel=0.9), by_subject=split_by_subject(requests, scores),
+                      reedited_subject_edits=2)
+    assert "subject also edited to another target (2)  1.000 / 0.300" in row.table()
+    assert set(row.to_json()["by_subject"]) == set(SUBJECT_GROUPS)
 
 
 def test_the_plot_script_draws_rel_gen_loc_per_method_against_T(tmp_path):

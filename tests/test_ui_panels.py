@@ -167,6 +167,27 @@ def test_before_after_marks_what_changed(qtbot):
     assert "asked as chat" in panel.caption.text()
 
 
+def test_the_selected_answer_is_written_out_whole_when_the_columns_are_narrow(qtbot):
+    panel = AnswersPanel()
+    qtbot.addWidget(panel)
+    panel.resize(420, 300)
+    question = "When was the inception of IAAF Combined Events Challenge, the athletics series?"
+    panel.show_answers("edit", [
+        QuestionAnswer("prompt", "chat", question, "2006", "The IAAF Combined Events Challenge began in 1998.",
+                       "2006", Route(0, "saved", 103.0, 47.6), True),
+        QuestionAnswer("locality", "chat", "Who wrote Hamlet?", "", "Shakespeare", "Shakespeare", MAIN_ROUTE, True),
+    ])
+    panel.show()
+    cell = panel.table.visualItemRect(panel.table.item(0, 1))
+    assert panel.table.fontMetrics().horizontalAdvance(question) > cell.width()  # elided in its cell
+    whole = panel.selected_text.text()
+    assert question in whole and "began in 1998." in whole and "2006" in whole and "side memory 1" in whole
+    panel.table.setCurrentCell(1, 1)
+    assert "Who wrote Hamlet?" in panel.selected_text.text() and question not in panel.selected_text.text()
+    panel.clear("nothing")
+    assert panel.selected_text.isHidden()
+
+
 def test_no_answer_cell_is_ever_blank(qtbot):
     """Issue 15.1: an answer the model ended at once says so; one never asked says so too."""
     panel = AnswersPanel()

@@ -62,6 +62,9 @@ class BenchResult:
     method: str = "wise"
     scores: Scores = field(default_factory=Scores)
     by_source: dict[str, Scores] = field(default_factory=dict)  # the same, per data file of the records
+    # The same, apart for edits whose subject the run also edits to another target (SUBJECT_GROUPS).
+    by_subject: dict[str, Scores] = field(default_factory=dict)
+    reedited_subject_edits: int = 0  # edits in the second group
     seconds_per_edit: float | None = None
     seconds_per_edit_full_forward: float | None = None
     speedup_vs_full_forward: float | None = None  # on the same edits, timed both ways
@@ -96,9 +99,10 @@ class BenchResult:
         return self.scores.gen_success
 
     def to_json(self) -> dict:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("scores", "by_source")}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("scores", "by_source", "by_subject")}
         values.update(self.scores.to_dict())
         values["by_source"] = {name: scores.to_dict() for name, scores in self.by_source.items()}
+        values["by_subject"] = {name: scores.to_dict() for name, scores in self.by_subject.items()}
         return values
 
     def table(self) -> str:
@@ -121,6 +125,10 @@ class BenchResult:
                          f"{fmt(live.routed_own)} / {fmt(live.unrelated_to_side)}"))
         for name, scores in self.by_source.items():
             rows.append((f"Loc of records from {name}", fmt(scores.loc)))
+        for name, scores in self.by_subject.items():
+            count = self.reedited_subject_edits if name == SUBJECT_GROUPS[1] else self.n_edits - self.reedited_subject_edits
+            rows.append((f"Rel / Gen / Loc, {name} ({count})", f"{fmt(scores.rel)} / "
+                         f"{fmt(scores.gen)} / {fmt(scores.loc)}"))
         for label, value in (("portability", s.portability), ("OOD", s.ood)):
             if value is not None:
                 rows.append((label, fmt(value)))
@@ -203,6 +211,32 @@ def profile_for(dataset_format: str) -> DatasetProfile:
     return _PROFILES.get(dataset_format, DatasetProfile())
 
 
+SUBJECT_GROUPS = ("subject edited once", "subject also edited to another target")
+
+
+def reedited_subjects(requests: list[EditRequest]) -> list[bool]:
+    """For each request, whether another request of the list edits the same subject to another target.
+
+    ZsRE's edit set asks many facts several times in other words, each time with its own new target
+    (the 6 records 14..19 all ask who made USS Leedstown): a paraphrase of one of them is as close to
+    its siblings' prompts as to its own, so no router can tell which target it should get.
+    """
+    targets: dict[str, set[str]] = {}
+    for request in requests:
+        if request.subject.strip():
+            targets.setdefault(request.subject.strip().casefold(), set()).add(request.target.strip().casefold())
+    return [len(targets.get(r.subject.strip().casefold(), ())) > 1 for r in requests]
+
+
+def split_by_subject(requests: list[EditRequest], scores: list[Scores]) -> dict[str, Scores]:
+    """Mean scores of the edits whose subject is edited once, and of those whose subject is also edited
+    to another target; empty when either group is."""
+    reedited = reedited_subjects(requests)
+    groups = {name: [s for s, again in zip(scores, reedited) if again == (name == SUBJECT_GROUPS[1])]
+              for name in SUBJECT_GROUPS}
+    return {name: mean_scores(group) for name, group in groups.items()} if all(groups.values()) else {}
+
+
 def _source_file(request: EditRequest) -> str:
     return request.source.rsplit("#", 1)[0] if "#" in request.source else ""
 
@@ -216,10 +250,12 @@ def evaluation_row(method: Method, requests: list[EditRequest], start: int, prof
     for request, edit in zip(requests, evaluation.edits):
         per_source.setdefault(_source_file(request), []).append(edit.scores)
     by_source = {name: mean_scores(scores) for name, scores in per_source.items() if name} if len(per_source) > 1 else {}
+    by_subject = split_by_subject(requests, [edit.scores for edit in evaluation.edits])
     settings = json.loads(method.settings.to_json())
     return BenchResult(
         model=method.loaded.name, layer=method.layer_index, n_edits=len(requests), start=start,
         method=name or method_name(method), scores=evaluation.mean, by_source=by_source, peak_rss_mb=peak_rss_mb(),
+        by_subject=by_subject, reedited_subject_edits=sum(reedited_subjects(requests)) if by_subject else 0,
         settings=settings, per_edit=[edit.to_dict() for edit in evaluation.edits], chunk_size=len(requests))
 
 
@@ -316,10 +352,15 @@ def combine_chunks(chunks: list[BenchResult], complete: bool = True) -> BenchRes
     def mean_of(name: str) -> float | None:
         return _mean([getattr(c, name) for c in chunks if getattr(c, name) is not None])
 
+    def mean_groups(name: str) -> dict[str, Scores]:  # a group's mean over the chunks that have it
+        groups = [getattr(c, name) for c in chunks]
+        return {key: mean_scores([g[key] for g in groups if key in g]) for key in dict.fromkeys(k for g in groups for k in g)}
+
     first = chunks[0]
     return dataclasses.replace(
         first, n_edits=sum(c.n_edits for c in chunks), chunks=len(chunks), complete=complete,
-        scores=mean_scores([c.scores for c in chunks]),
+        scores=mean_scores([c.scores for c in chunks]), by_source=mean_groups("by_source"),
+        by_subject=mean_groups("by_subject"), reedited_subject_edits=sum(c.reedited_subject_edits for c in chunks),
         peak_rss_mb=max(c.peak_rss_mb for c in chunks), per_edit=[row for c in chunks for row in c.per_edit],
         edit_seconds=[s for c in chunks for s in c.edit_seconds],
         **{name: mean_of(name) for name in _AVERAGED},

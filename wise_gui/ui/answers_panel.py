@@ -5,6 +5,8 @@ for an instruct model); the caption names that form. The after-answer's words th
 before-answer are highlighted; the result column says pass/fail against the target (prompt and
 paraphrases) or against the old answer (locality prompts). No cell is left empty: an answer the model
 ended at once reads "(no answer: ...)", a question not asked before the edit (an imported edit) "–".
+Under the table the selected row is written out whole and wrapped, because in a narrow window the text
+columns are elided.
 """
 
 from __future__ import annotations
@@ -77,6 +79,11 @@ def highlight_changes(before: str, after: str) -> str:
     return " ".join(parts)
 
 
+def answer_changed(answer: QuestionAnswer) -> bool:
+    """Whether the answer after the edit differs in its words from the one before (asked before at all)."""
+    return answer.before is not None and answer_text(answer.before).split() != answer_text(answer.after).split()
+
+
 class HtmlDelegate(QStyledItemDelegate):
     """Paints a cell's HTML_ROLE text as rich text (one line, elided by the cell)."""
 
@@ -131,11 +138,18 @@ class AnswersPanel(QWidget):
         header.setSectionResizeMode(0, QHeaderView.ResizeToContents)  # the kind, in full
         for column in (1, BEFORE_COLUMN, AFTER_COLUMN):  # the texts share what is left
             header.setSectionResizeMode(column, QHeaderView.Stretch)
+        self.selected_text = QLabel()
+        self.selected_text.setWordWrap(True)
+        self.selected_text.setTextFormat(Qt.RichText)
+        self.selected_text.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self._answers: list[QuestionAnswer] = []
+        self.table.currentCellChanged.connect(lambda row, *_: self._show_whole(row))
         self.summary = QLabel()
         self.summary.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addWidget(self.caption)
         layout.addWidget(self.table, 1)
+        layout.addWidget(self.selected_text)
         layout.addWidget(self.summary)
 
     def show_edit(self, detail: EditDetail | None) -> None:
@@ -158,9 +172,13 @@ class AnswersPanel(QWidget):
         asked = f" · asked as {', '.join(FORM_LABELS.get(f, f) for f in forms)}" if forms else ""
         self.caption.setText(title + asked)
         self.summary.setText(summary)
+        self._answers = list(answers)
         self.table.setRowCount(len(answers))
         for row, answer in enumerate(answers):
             self._fill_row(row, answer)
+        if answers:
+            self.table.setCurrentCell(0, 1)
+        self._show_whole(0)
 
     def clear(self, message: str) -> None:
         self.show_answers(message, [])
@@ -180,7 +198,7 @@ class AnswersPanel(QWidget):
             self.table.item(row, BEFORE_COLUMN).setToolTip("Not asked: the edit was imported with a side memory, "
                                                            "so there is no answer from before it.")
         after_item = self.table.item(row, AFTER_COLUMN)
-        if answer.before is not None and " ".join(before.split()) != " ".join(after.split()):
+        if answer_changed(answer):
             after_item.setData(HTML_ROLE, highlight_changes(before, after))
             after_item.setToolTip(f"Before: {before}\nAfter: {after}")
         if route.score is not None and route.threshold is not None:
@@ -191,6 +209,21 @@ class AnswersPanel(QWidget):
         result = self.table.item(row, RESULT_COLUMN)
         result.setForeground(QColor(PASS_COLOUR if answer.passed else FAIL_COLOUR))
         result.setBackground(QColor(PASS_BACKGROUND if answer.passed else FAIL_BACKGROUND))
+
+    def _show_whole(self, row: int) -> None:
+        if not 0 <= row < len(self._answers):
+            self.selected_text.setText("")
+            self.selected_text.setVisible(False)
+            return
+        answer = self._answers[row]
+        before, after = answer_text(answer.before), answer_text(answer.after)
+        after_html = highlight_changes(before, after) if answer_changed(answer) else html.escape(after)
+        expected = answer.expected or ("the same answer as before" if answer.kind == "locality" else NOT_ASKED)
+        self.selected_text.setText(
+            f"<b>{html.escape(KIND_LABELS.get(answer.kind, answer.kind))}:</b> {html.escape(answer.question)}<br>"
+            f"<b>Expected:</b> {html.escape(expected)} · <b>before:</b> {html.escape(before)} · "
+            f"<b>after:</b> {after_html} · {html.escape(route_label(answer.route))}")
+        self.selected_text.setVisible(True)
 
     def column_texts(self, column: int) -> list[str]:
         return [self.table.item(r, column).text() for r in range(self.table.rowCount())]
