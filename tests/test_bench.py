@@ -159,6 +159,7 @@ def test_a_plain_bench_runs_the_default_preset_once_and_exports_it(model_dir, tm
     (["--method", "grace", "--export", "memory.safetensors"], "--export"),
     (["--eval-at", "1", "--chunk", "1"], "--eval-at"),
     (["--query-format", "spoken"], "--query-format"),
+    (["--method", "grace", "--checkpoint", "run.checkpoint"], "--checkpoint"),
 ])
 def test_bad_options_are_refused_with_a_message(model_dir, tmp_path, capsys, extra, message):
     assert main(bench_args(model_dir, tmp_path, "--limit", "2", *extra)) == 2
@@ -216,6 +217,54 @@ def test_a_bench_started_in_the_background_keeps_its_rows_when_stopped(model_dir
         assert process.wait(timeout=120) == code, log.read_text()
     (row,) = json.loads((tmp_path / "rows.json").read_text())
     assert (row["method"], row["n_edits"]) == ("grace", 2)
+
+
+def _stop_at_edit(monkeypatch, edit: int) -> None:
+    def interrupt(self, label, done, total, elapsed):
+        if done == edit:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench_cmd.ProgressLine, "__call__", interrupt)
+
+
+def test_a_stopped_run_continues_from_its_checkpoint_to_the_same_result(model_dir, tmp_path, monkeypatch, capsys):
+    """A T = 1000 run outlives a session only in pieces: stopped after edit 4, it was checkpointed at its
+    evaluation point 3; the same command then carries on from edit 4 and ends where a run never
+    stopped ends, in every score and every edit's step count."""
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    straight.mkdir()
+    stopped.mkdir()
+    checkpoint = stopped / "run.checkpoint"
+    assert main(bench_args(model_dir, straight, "--limit", "6", "--eval-at", "3")) == 0
+    _stop_at_edit(monkeypatch, 5)
+    assert main(bench_args(model_dir, stopped, "--limit", "6", "--eval-at", "3", "--checkpoint", str(checkpoint))) == 130
+    assert "continue from the last checkpoint" in capsys.readouterr().err
+    assert [r["n_edits"] for r in json.loads((stopped / "rows.json").read_text())] == [3]
+    monkeypatch.undo()
+    assert main(bench_args(model_dir, stopped, "--limit", "6", "--eval-at", "3", "--checkpoint", str(checkpoint))) == 0
+    expected, got = (json.loads((folder / "rows.json").read_text()) for folder in (straight, stopped))
+    assert [r["n_edits"] for r in got] == [3, 6]
+    assert got[1]["resumed_at"] == [3] and got[0]["resumed_at"] == []
+    assert "after edit 3" in capsys.readouterr().err
+    for mine, theirs in zip(got, expected):
+        assert mine["per_edit"] == theirs["per_edit"]  # the answers too, not only the means
+        assert (mine["rel"], mine["gen"], mine["loc"]) == (theirs["rel"], theirs["gen"], theirs["loc"])
+        assert mine["iterations_per_edit"] == theirs["iterations_per_edit"]
+        assert len(mine["edit_seconds"]) == mine["n_edits"] and mine["run_seconds"] > 0
+
+
+def test_a_checkpoint_of_another_run_is_refused_and_kept(model_dir, tmp_path, monkeypatch, capsys):
+    checkpoint = tmp_path / "run.checkpoint"
+    _stop_at_edit(monkeypatch, 3)
+    assert main(bench_args(model_dir, tmp_path, "--limit", "4", "--eval-at", "2", "--checkpoint", str(checkpoint))) == 130
+    saved = checkpoint.read_bytes()
+    capsys.readouterr()
+    assert main(bench_args(model_dir, tmp_path, "--limit", "5", "--eval-at", "2", "--checkpoint", str(checkpoint))) == 2
+    assert "belongs to another run (its eval_at, n_records, records differ)" in capsys.readouterr().err
+    assert checkpoint.read_bytes() == saved
+    checkpoint.write_bytes(saved[: len(saved) // 2])
+    assert main(bench_args(model_dir, tmp_path, "--limit", "4", "--eval-at", "2", "--checkpoint", str(checkpoint))) == 2
+    assert "truncated or damaged" in capsys.readouterr().err
 
 
 def test_one_sequential_run_is_evaluated_at_each_T_in_raw_and_chat_form_with_its_loc_per_file(

@@ -140,6 +140,9 @@ def register(subparsers) -> None:
     parser.add_argument("--compare-full-forward", type=int, default=0, metavar="K",
                         help="also time the first K edits of each WISE method with the full forward pass (rolled back), "
                              "to report the speed-up")
+    parser.add_argument("--checkpoint", default=None, metavar="FILE",
+                        help="save the run's side memory and progress to FILE every 25 edits; started again with the "
+                             "same FILE, a stopped run carries on from there (one WISE method, no --chunk)")
     parser.add_argument("--json", default=None, metavar="OUT", help="write the rows (one per method and T) as a JSON list")
     parser.add_argument("--markdown", default=None, metavar="OUT", help="write the rows as a Markdown table")
     parser.add_argument("--export", default=None, metavar="MEMORY_FILE",
@@ -184,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
         run_suite,
         write_rows_json,
     )
+    from wise_gui.core.bench_checkpoint import RunCheckpoint
     from wise_gui.core.datasets import load_requests_from, read_dataset
     from wise_gui.core.errors import WiseGuiError
 
@@ -204,6 +208,9 @@ def run(args: argparse.Namespace) -> int:
     pool = _pool(args.pool)
     if args.export and (len(methods) != 1 or methods[0] not in WISE_METHODS or sizes != [len(requests)]):
         raise WiseGuiError("--export saves one WISE side memory: use it with one WISE method and no --chunk.")
+    if args.checkpoint and (len(methods) != 1 or methods[0] not in WISE_METHODS or sizes != [len(requests)]):
+        raise WiseGuiError("--checkpoint holds one sequential WISE run: use it with one WISE method and no --chunk.")
+    checkpoint = RunCheckpoint(Path(args.checkpoint)) if args.checkpoint else None
     loaded = load_from_args(args)
     wise = {name: settings_from_args(args, loaded, name) for name in methods if name in WISE_METHODS}
     if args.full_forward:
@@ -231,11 +238,18 @@ def run(args: argparse.Namespace) -> int:
     outcome = run_suite(lambda name: build_method(name, loaded, wise.get(name), baseline_settings, pool, args.layer),
                         methods, requests, sizes, start=args.start, profile=profile,
                         full_forward_edits=args.compare_full_forward, on_progress=ProgressLine(),
-                        before_rollback=export if args.export else None, eval_at=eval_at, forms=forms, on_row=keep)
+                        before_rollback=export if args.export else None, eval_at=eval_at, forms=forms, on_row=keep,
+                        checkpoint=checkpoint)
     print(file=sys.stderr)
     results = outcome.results
     if outcome.interrupted:
         print(f"Interrupted: writing the {len(results)} row(s) measured so far.", file=sys.stderr)
+        if checkpoint is not None and checkpoint.path.exists():
+            print(f"Run the same command again to continue from the last checkpoint in {checkpoint.path}.",
+                  file=sys.stderr)
+    if results and results[-1].resumed_at:
+        print(f"Continued from the checkpoint {checkpoint.path} after edit "
+              f"{', '.join(map(str, results[-1].resumed_at))}.", file=sys.stderr)
     if len(results) == 1 and results[0].complete:
         print(results[0].table())
     elif results:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wise_gui.core.baselines import BASELINES, LayerMethod, TrainSettings
 from wise_gui.core.edits import EditRequest
@@ -29,6 +30,9 @@ from wise_gui.core.tokens import QueryForm
 from wise_gui.core.wise.editor import WiseEditor
 from wise_gui.core.wise.presets import PRESETS, preset
 from wise_gui.core.wise.settings import WiseSettings, default_layer
+
+if TYPE_CHECKING:
+    from wise_gui.core.bench_checkpoint import RunCheckpoint
 
 # "wise" is WISE-Merge, the name the first benchmarks used.
 WISE_METHODS = ("wise", *PRESETS)
@@ -81,6 +85,8 @@ class BenchResult:
     tokens_per_second: float | None = None  # greedy generation through the edits
     tokens_per_second_bare: float | None = None  # the same prompts on the unedited model
     inference_overhead: float | None = None  # bare speed / edited speed - 1
+    run_seconds: float | None = None  # wall time from the first edit to the end of this row's evaluation
+    resumed_at: list[int] = field(default_factory=list)  # edits done when a stopped run was continued
 
     @property
     def rel(self) -> float | None:
@@ -104,6 +110,15 @@ class BenchResult:
         values["by_source"] = {name: scores.to_dict() for name, scores in self.by_source.items()}
         values["by_subject"] = {name: scores.to_dict() for name, scores in self.by_subject.items()}
         return values
+
+    @classmethod
+    def from_json(cls, values: dict) -> BenchResult:
+        """The inverse of `to_json`."""
+        plain = {f.name: values[f.name] for f in dataclasses.fields(cls)
+                 if f.name in values and f.name not in ("scores", "by_source", "by_subject")}
+        return cls(**plain, scores=Scores.from_dict(values),
+                   by_source={name: Scores.from_dict(v) for name, v in values.get("by_source", {}).items()},
+                   by_subject={name: Scores.from_dict(v) for name, v in values.get("by_subject", {}).items()})
 
     def table(self) -> str:
         def fmt(value, digits=3):
@@ -141,6 +156,10 @@ class BenchResult:
             rows.append(("last 10% of edits vs first 10% (time)", f"{flat:.2f}x"))
         if self.iterations_per_edit is not None:
             rows.append(("iterations per edit", fmt(self.iterations_per_edit, 1)))
+        if self.run_seconds is not None:
+            resumed = f", continued after edit {', '.join(map(str, self.resumed_at))}" if self.resumed_at else ""
+            hours, minutes = divmod(round(self.run_seconds / 60), 60)
+            rows.append(("whole run (edits and evaluations)", f"{hours} h {minutes:02d} min{resumed}"))
         if self.seconds_per_edit_full_forward is not None:
             rows.append(("seconds per edit, --full-forward", fmt(self.seconds_per_edit_full_forward, 2)))
             rows.append(("speed-up of the cached path", f"{self.speedup_vs_full_forward:.2f}x"))
@@ -267,59 +286,110 @@ class InterruptedRun(KeyboardInterrupt):
         self.rows = rows
 
 
+@dataclass
+class RunProgress:
+    """How far one sequential run has come: what a stopped run continues from (see bench_checkpoint)."""
+
+    done: int = 0  # edits applied
+    seconds: list[float] = field(default_factory=list)  # each edit's time
+    iterations: list[int] = field(default_factory=list)
+    full_seconds: list[float] = field(default_factory=list)  # the --compare-full-forward timings
+    rows: list[BenchResult] = field(default_factory=list)  # the earlier T, evaluated
+    elapsed: float = 0.0  # wall seconds of edits and evaluations so far, over every stretch of the run
+    peak_rss_mb: float = 0.0  # the highest peak of the processes that ran it
+    resumed_at: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        values = dataclasses.asdict(self)
+        values["rows"] = [row.to_json() for row in self.rows]
+        return values
+
+    @classmethod
+    def from_json(cls, values: dict) -> RunProgress:
+        return cls(**{**values, "rows": [BenchResult.from_json(row) for row in values["rows"]]})
+
+
 def run_benchmark(method: Method, requests: list[EditRequest], start: int = 0, full_forward_edits: int = 0,
                   on_progress: Callable[[int, int, float], None] | None = None,
                   profile: DatasetProfile = DatasetProfile(), eval_at: tuple[int, ...] = (),
                   forms: tuple[QueryForm, ...] | None = None, speed_prompts: int = 0,
-                  name: str | None = None, on_row: Callable[[BenchResult], None] | None = None) -> list[BenchResult]:
+                  name: str | None = None, on_row: Callable[[BenchResult], None] | None = None,
+                  checkpoint: RunCheckpoint | None = None) -> list[BenchResult]:
     """The paper's protocol: edit all requests in sequence, then evaluate all of them; one row per T in
     `eval_at` (evaluated when the run reaches it) and one for all requests, in that order.
 
     With `full_forward_edits` > 0 (WISE only), the first that many edits are also timed with the full
     forward pass (then rolled back), so one run reports the speed-up of the cached path. `on_row` gets
-    each row as soon as it is measured (a long run's earlier T survive a crash).
+    each row as soon as it is measured (a long run's earlier T survive a crash). With `checkpoint` (WISE
+    only) the run saves its state and progress every few edits and, when the checkpoint holds this
+    same run, continues from there instead of starting again.
     """
-    if isinstance(method, WiseEditor):
-        method.prepare()  # once per editor, not part of any edit's time
-    full_seconds: list[float] = []
-    if full_forward_edits > 0 and isinstance(method, WiseEditor):
-        snapshot = method.snapshot()
-        cached_settings = method.settings
-        method.update_settings(cached_settings.replace(full_forward=True))
-        full_seconds = [method.apply_edit(r).seconds for r in requests[:full_forward_edits]]
-        method.update_settings(cached_settings)
-        method.restore(snapshot)
-        reset_peak_rss()  # the full path's activations are not the engine's memory use
     points = sorted({t for t in eval_at if 0 < t < len(requests)} | {len(requests)})
-    rows: list[BenchResult] = []
-    seconds: list[float] = []
-    iterations: list[int] = []
-    started = time.perf_counter()
+    progress = None
+    if checkpoint is not None:
+        progress = checkpoint.resume(method, requests, start, points, forms)
+    if isinstance(method, WiseEditor):
+        method.prepare()  # once per editor, not part of any edit's time (a resumed state carries it)
+    if progress is None:
+        progress = RunProgress(full_seconds=_full_forward_seconds(method, requests[:full_forward_edits]))
+    elif on_row is not None:
+        for row in progress.rows:
+            on_row(row)
+    started = time.perf_counter() - progress.elapsed
     try:
-        for done, request in enumerate(requests, start=1):
-            outcome = method.apply_edit(request)
-            seconds.append(outcome.seconds)
-            iterations.append(outcome.iterations)
+        for done in range(progress.done + 1, len(requests) + 1):
+            outcome = method.apply_edit(requests[done - 1])
+            progress.done = done
+            progress.seconds.append(outcome.seconds)
+            progress.iterations.append(outcome.iterations)
             if on_progress is not None:
                 on_progress(done, len(requests), time.perf_counter() - started)
             if done in points:
-                row = evaluation_row(method, requests[:done], start, profile, forms, name)
-                row.seconds_per_edit, row.iterations_per_edit = _mean(seconds), _mean(iterations)
-                row.edit_seconds = list(seconds)
-                if full_seconds:
-                    row.seconds_per_edit_full_forward = _mean(full_seconds)
-                    row.speedup_vs_full_forward = _mean(full_seconds) / _mean(seconds[: len(full_seconds)])
-                row.added_state_bytes = added_state_bytes(method)
-                row.overwrites_weights = isinstance(method, LayerMethod) and method.overwrites_weights
-                if speed_prompts:
-                    measure_speed(method, row, [r.prompt for r in requests[:speed_prompts]])
-                row.peak_rss_mb = peak_rss_mb()
-                rows.append(row)
+                progress.rows.append(_evaluated_row(method, requests[:done], start, profile, forms, name,
+                                                    progress, speed_prompts))
+                progress.rows[-1].run_seconds = time.perf_counter() - started
                 if on_row is not None:
-                    on_row(row)
+                    on_row(progress.rows[-1])
+            if checkpoint is not None and done < len(requests) and (done % checkpoint.every == 0 or done in points):
+                progress.elapsed = time.perf_counter() - started
+                progress.peak_rss_mb = max(progress.peak_rss_mb, peak_rss_mb())
+                checkpoint.save(method, progress)
     except KeyboardInterrupt:
-        raise InterruptedRun(rows) from None
-    return rows
+        raise InterruptedRun(progress.rows) from None
+    return progress.rows
+
+
+def _full_forward_seconds(method: Method, requests: list[EditRequest]) -> list[float]:
+    """Each edit's time on the full forward pass (WISE only), from the current state, then rolled back."""
+    if not requests or not isinstance(method, WiseEditor):
+        return []
+    snapshot = method.snapshot()
+    cached_settings = method.settings
+    method.update_settings(cached_settings.replace(full_forward=True))
+    seconds = [method.apply_edit(r).seconds for r in requests]
+    method.update_settings(cached_settings)
+    method.restore(snapshot)
+    reset_peak_rss()  # the full path's activations are not the engine's memory use
+    return seconds
+
+
+def _evaluated_row(method: Method, requests: list[EditRequest], start: int, profile: DatasetProfile,
+                   forms: tuple[QueryForm, ...] | None, name: str | None, progress: RunProgress,
+                   speed_prompts: int) -> BenchResult:
+    row = evaluation_row(method, requests, start, profile, forms, name)
+    seconds, full_seconds = progress.seconds, progress.full_seconds
+    row.seconds_per_edit, row.iterations_per_edit = _mean(seconds), _mean(progress.iterations)
+    row.edit_seconds = list(seconds)
+    if full_seconds:
+        row.seconds_per_edit_full_forward = _mean(full_seconds)
+        row.speedup_vs_full_forward = _mean(full_seconds) / _mean(seconds[: len(full_seconds)])
+    row.added_state_bytes = added_state_bytes(method)
+    row.overwrites_weights = isinstance(method, LayerMethod) and method.overwrites_weights
+    if speed_prompts:
+        measure_speed(method, row, [r.prompt for r in requests[:speed_prompts]])
+    row.peak_rss_mb = max(peak_rss_mb(), progress.peak_rss_mb)
+    row.resumed_at = list(progress.resumed_at)
+    return row
 
 
 def generation_speed(method: Method, prompts: list[str], max_new_tokens: int = 16,
@@ -363,6 +433,7 @@ def combine_chunks(chunks: list[BenchResult], complete: bool = True) -> BenchRes
         by_subject=mean_groups("by_subject"), reedited_subject_edits=sum(c.reedited_subject_edits for c in chunks),
         peak_rss_mb=max(c.peak_rss_mb for c in chunks), per_edit=[row for c in chunks for row in c.per_edit],
         edit_seconds=[s for c in chunks for s in c.edit_seconds],
+        run_seconds=sum(c.run_seconds for c in chunks) if all(c.run_seconds is not None for c in chunks) else None,
         **{name: mean_of(name) for name in _AVERAGED},
     )
 
@@ -407,7 +478,8 @@ def run_suite(make_method: Callable[[str], Method], methods: list[str], requests
               full_forward_edits: int = 0, speed_prompts: int = 4, on_progress: SuiteProgress | None = None,
               before_rollback: Callable[[Method, BenchResult], None] | None = None, eval_at: tuple[int, ...] = (),
               forms: tuple[QueryForm, ...] | None = None,
-              on_row: Callable[[BenchResult], None] | None = None) -> SuiteOutcome:
+              on_row: Callable[[BenchResult], None] | None = None,
+              checkpoint: RunCheckpoint | None = None) -> SuiteOutcome:
     """Every method on the same records, for every T in `chunk_sizes`; one row per method and T (and per
     T of `eval_at`, which needs a single chunk of all records).
 
@@ -416,7 +488,10 @@ def run_suite(make_method: Callable[[str], Method], methods: list[str], requests
     the first chunk of a WISE method's first T also by the full forward pass. A KeyboardInterrupt stops
     the run; the rows measured so far (and a partial row of the chunks done for the current T) are kept.
     `on_row` gets every row of a single-chunk run (the earlier T of `eval_at` included) when it is measured.
+    `checkpoint` (one WISE method, one chunk) lets a stopped run continue (see `run_benchmark`).
     """
+    if checkpoint is not None and (len(methods) != 1 or chunk_sizes != [len(requests)]):
+        raise ValueError("a checkpoint holds one sequential run: one method, one chunk")
     progress = _Progress(on_progress, len(methods) * sum(len(chunk_starts(len(requests), size)) * size
                                                          for size in chunk_sizes))
     results: list[BenchResult] = []
@@ -438,7 +513,7 @@ def run_suite(make_method: Callable[[str], Method], methods: list[str], requests
                             rows = run_benchmark(method, requests[offset:offset + size], start + offset, timed, report,
                                                  profile, eval_at if len(offsets) == 1 else (), forms,
                                                  speed_prompts if number == 1 else 0, name,
-                                                 on_row if len(offsets) == 1 else None)
+                                                 on_row if len(offsets) == 1 else None, checkpoint)
                             if before_rollback is not None:
                                 before_rollback(method, rows[-1])
                         finally:
