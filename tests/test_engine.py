@@ -501,6 +501,18 @@ def test_an_indexed_sparse_edit_holds_and_is_stored_as_few_entries(tokenizer, re
     assert editor.layer.memory_projections - before <= 4 * 2  # two candidates per question at most
 
 
+def test_the_same_question_edited_again_is_answered_by_its_latest_edit(tokenizer, records):
+    """Correcting an applied fact (the window's advice: duplicate the edit, change the target, apply)
+    leaves two memories with the same key; the one applied last must answer."""
+    editor = make_editor(tokenizer, mask_kind="columns", mask_ratio=0.2, route_candidates=2)
+    first, other = requests_from(records, 2)
+    corrected = EditRequest(first.prompt, other.target)
+    for request in (first, other, corrected):
+        editor.apply_edit(request)
+    routes = [d.route.memory for d in editor.route([first.prompt, other.prompt, first.paraphrases[0]])]
+    assert routes[:2] == [2, 1] and routes[2] != 0  # the paraphrase, if routed, to the correction as well
+
+
 # ----------------------------------------------------------------------------------------------
 # MEMOIR
 

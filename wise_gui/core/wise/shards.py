@@ -365,8 +365,12 @@ class ShardMemories:
         similarity = query @ routing.keys.to(x.device).t()  # [B, keys]
         per_memory = torch.full((batch, len(memories)), -2.0, device=x.device)
         per_memory = per_memory.scatter_reduce(1, routing.owners.to(x.device).expand(batch, -1), similarity, "amax")
-        nearest = per_memory.topk(min(count, len(memories)), dim=1)
-        return torch.where(nearest.values >= self.rule.key_similarity, nearest.indices, MAIN).cpu()
+        # Newest first among equal keys: a question edited again (a corrected fact) has its earlier
+        # edit's key exactly, and the edit applied last must answer it.
+        newest_first = torch.arange(len(memories) - 1, -1, -1, device=x.device)
+        nearest = per_memory[:, newest_first].sort(dim=1, descending=True, stable=True)
+        values, indices = nearest.values[:, :count], newest_first[nearest.indices[:, :count]]
+        return torch.where(values >= self.rule.key_similarity, indices, MAIN).cpu()
 
     def _by_key(self, routing: Routing) -> bool:
         return self.rule.candidates > 0 and self.background is not None and routing.keys is not None
