@@ -23,7 +23,7 @@ from wise_gui.core.tokens import QueryForm
 from wise_gui.core.wise.editor import WiseEditor
 
 PROGRESS_KEY = "bench_progress"
-CHECKPOINT_EVERY = 25  # edits; a checkpoint of SmolLM2's 1,000 edits takes about a second to write
+CHECKPOINT_EVERY = 25  # edits: a stopped run redoes at most this many
 
 
 class CheckpointMismatch(WiseGuiError):
@@ -47,6 +47,9 @@ def run_identity(method: WiseEditor, requests: list[EditRequest], start: int, po
 
 @dataclass
 class RunCheckpoint:
+    """The checkpoint file of one sequential run (`run_benchmark` calls `resume` once, then `save`).
+    The code is not part of what must match: continue a run with the code that started it."""
+
     path: Path
     every: int = CHECKPOINT_EVERY
 
