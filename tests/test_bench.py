@@ -150,6 +150,10 @@ def test_a_plain_bench_runs_the_default_preset_once_and_exports_it(model_dir, tm
     assert (row["method"], row["n_edits"], row["chunk_size"], row["chunks"]) == ("wise-index", 2, 2, 1)
     assert "Rel" in capsys.readouterr().out
     assert read_memory_file(memory).total_edits == 2  # saved after the last edit, before the rollback
+    evaluated = tmp_path / "eval.json"
+    assert main(["eval", "--memory", str(memory), "--model", str(model_dir), "--data", str(FIXTURES / "zsre_sample.json"),
+                 "--limit", "2", "--json", str(evaluated)]) == 0
+    assert json.loads(evaluated.read_text())["method"] == "wise-index"  # not the method it is a kind of
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -28,7 +28,7 @@ from wise_gui.core.evaluation import Scores, evaluate, mean_scores
 from wise_gui.core.models import LoadedModel
 from wise_gui.core.tokens import QueryForm
 from wise_gui.core.wise.editor import WiseEditor
-from wise_gui.core.wise.presets import PRESETS, preset
+from wise_gui.core.wise.presets import PRESETS, method_label, preset
 from wise_gui.core.wise.settings import WiseSettings, default_layer
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ def _mean(values: list[float]) -> float | None:
 
 def method_name(method: Method) -> str:
     if isinstance(method, WiseEditor):
-        return method.settings.method
+        return method_label(method.settings)
     return method.name
 
 

@@ -58,3 +58,11 @@ def preset(name: str = DEFAULT_PRESET) -> WiseSettings:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: choose {', '.join(PRESETS)}")
     return PRESETS[name]()
+
+
+
+def method_label(settings: WiseSettings) -> str:
+    """What rows and reports call the method: wise-index is WISE-Retrieve with a key index."""
+    if settings.method == "wise-retrieve" and settings.route_candidates > 0:
+        return "wise-index"
+    return settings.method
