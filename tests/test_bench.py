@@ -231,25 +231,28 @@ def _stop_at_edit(monkeypatch, edit: int) -> None:
     monkeypatch.setattr(bench_cmd.ProgressLine, "__call__", interrupt)
 
 
-def test_a_stopped_run_continues_from_its_checkpoint_to_the_same_result(model_dir, tmp_path, monkeypatch, capsys):
-    """A T = 1000 run outlives a session only in pieces: stopped after edit 4, it was checkpointed at its
-    evaluation point 3; the same command then carries on from edit 4 and ends where a run never
-    stopped ends, in every score and every edit's step count."""
+@pytest.mark.parametrize("stop_at, resumed_after, rows_before", [(5, 3, [3]), (6, 6, [3])])
+def test_a_stopped_run_continues_from_its_checkpoint_to_the_same_result(
+        model_dir, tmp_path, monkeypatch, capsys, stop_at, resumed_after, rows_before):
+    """A T = 1000 run outlives a session only in pieces. Stopped after edit 4, it was checkpointed at its
+    evaluation point 3 and carries on from edit 4; stopped during its last evaluation, it saved its
+    last edit before it and only evaluates. Either way it ends where a run never stopped ends, in every
+    score and every edit's step count."""
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     straight.mkdir()
     stopped.mkdir()
     checkpoint = stopped / "run.checkpoint"
     assert main(bench_args(model_dir, straight, "--limit", "6", "--eval-at", "3")) == 0
-    _stop_at_edit(monkeypatch, 5)
+    _stop_at_edit(monkeypatch, stop_at)
     assert main(bench_args(model_dir, stopped, "--limit", "6", "--eval-at", "3", "--checkpoint", str(checkpoint))) == 130
     assert "continue from the last checkpoint" in capsys.readouterr().err
-    assert [r["n_edits"] for r in json.loads((stopped / "rows.json").read_text())] == [3]
+    assert [r["n_edits"] for r in json.loads((stopped / "rows.json").read_text())] == rows_before
     monkeypatch.undo()
     assert main(bench_args(model_dir, stopped, "--limit", "6", "--eval-at", "3", "--checkpoint", str(checkpoint))) == 0
     expected, got = (json.loads((folder / "rows.json").read_text()) for folder in (straight, stopped))
     assert [r["n_edits"] for r in got] == [3, 6]
-    assert got[1]["resumed_at"] == [3] and got[0]["resumed_at"] == []
-    assert "after edit 3" in capsys.readouterr().err
+    assert got[1]["resumed_at"] == [resumed_after] and got[0]["resumed_at"] == []
+    assert f"after edit {resumed_after}" in capsys.readouterr().err
     for mine, theirs in zip(got, expected):
         assert mine["per_edit"] == theirs["per_edit"]  # the answers too, not only the means
         assert (mine["rel"], mine["gen"], mine["loc"]) == (theirs["rel"], theirs["gen"], theirs["loc"])

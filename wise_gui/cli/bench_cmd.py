@@ -141,8 +141,9 @@ def register(subparsers) -> None:
                         help="also time the first K edits of each WISE method with the full forward pass (rolled back), "
                              "to report the speed-up")
     parser.add_argument("--checkpoint", default=None, metavar="FILE",
-                        help="save the run's side memory and progress to FILE every 25 edits; started again with the "
-                             "same FILE, a stopped run carries on from there (one WISE method, no --chunk)")
+                        help="save the run's side memory and progress to FILE every 25 edits and before each "
+                             "evaluation; started again with the same FILE, a stopped run carries on from there "
+                             "(one WISE method, no --chunk)")
     parser.add_argument("--json", default=None, metavar="OUT", help="write the rows (one per method and T) as a JSON list")
     parser.add_argument("--markdown", default=None, metavar="OUT", help="write the rows as a Markdown table")
     parser.add_argument("--export", default=None, metavar="MEMORY_FILE",

@@ -321,8 +321,8 @@ def run_benchmark(method: Method, requests: list[EditRequest], start: int = 0, f
     With `full_forward_edits` > 0 (WISE only), the first that many edits are also timed with the full
     forward pass (then rolled back), so one run reports the speed-up of the cached path. `on_row` gets
     each row as soon as it is measured (a long run's earlier T survive a crash). With `checkpoint` (WISE
-    only) the run saves its state and progress every few edits and, when the checkpoint holds this
-    same run, continues from there instead of starting again.
+    only) the run saves its state and progress every few edits and before each evaluation and, when the
+    checkpoint holds this same run, continues from there instead of starting again.
     """
     points = sorted({t for t in eval_at if 0 < t < len(requests)} | {len(requests)})
     progress = None
@@ -336,24 +336,35 @@ def run_benchmark(method: Method, requests: list[EditRequest], start: int = 0, f
         for row in progress.rows:
             on_row(row)
     started = time.perf_counter() - progress.elapsed
+
+    def save() -> None:
+        progress.elapsed = time.perf_counter() - started
+        progress.peak_rss_mb = max(progress.peak_rss_mb, peak_rss_mb())
+        checkpoint.save(method, progress)
+
+    def evaluate(done: int) -> None:
+        progress.rows.append(_evaluated_row(method, requests[:done], start, profile, forms, name, progress,
+                                            speed_prompts))
+        progress.rows[-1].run_seconds = time.perf_counter() - started
+        if on_row is not None:
+            on_row(progress.rows[-1])
+        if checkpoint is not None:
+            save()  # with its row: continued, the run does not evaluate this T again
+
     try:
+        if progress.done in points and all(row.n_edits != progress.done for row in progress.rows):
+            evaluate(progress.done)  # stopped during this evaluation: its edits were saved before it
         for done in range(progress.done + 1, len(requests) + 1):
             outcome = method.apply_edit(requests[done - 1])
             progress.done = done
             progress.seconds.append(outcome.seconds)
             progress.iterations.append(outcome.iterations)
+            if checkpoint is not None and (done % checkpoint.every == 0 or done in points):
+                save()  # before an evaluation (the last one of a T = 1000 run takes half an hour)
             if on_progress is not None:
                 on_progress(done, len(requests), time.perf_counter() - started)
             if done in points:
-                progress.rows.append(_evaluated_row(method, requests[:done], start, profile, forms, name,
-                                                    progress, speed_prompts))
-                progress.rows[-1].run_seconds = time.perf_counter() - started
-                if on_row is not None:
-                    on_row(progress.rows[-1])
-            if checkpoint is not None and done < len(requests) and (done % checkpoint.every == 0 or done in points):
-                progress.elapsed = time.perf_counter() - started
-                progress.peak_rss_mb = max(progress.peak_rss_mb, peak_rss_mb())
-                checkpoint.save(method, progress)
+                evaluate(done)
     except KeyboardInterrupt:
         raise InterruptedRun(progress.rows) from None
     return progress.rows

@@ -1,6 +1,7 @@
-"""A long benchmark run that can be stopped and continued: every few edits the run writes one file
-holding the side memory (as a memory file does) and the run's progress (edit times, rows evaluated so
-far); started again with the same file, the same run carries on after the last edit saved there.
+"""A long benchmark run that can be stopped and continued: every few edits and before each evaluation
+the run writes one file holding the side memory (as a memory file does) and the run's progress (edit
+times, rows evaluated so far); started again with the same file, the same run carries on after the
+last edit saved there, with that edit's evaluation when it had none yet.
 
 The file is written atomically, so a run killed at any moment (SIGKILL, a machine going away) leaves
 the previous checkpoint or the new one. What must match for a run to be "the same" is recorded in the
