@@ -548,14 +548,16 @@ class _Progress:
     """Counts the edits of the whole suite for the progress callback."""
 
     def __init__(self, callback: SuiteProgress | None, total: int):
-        self.callback, self.total, self.done = callback, total, 0
-        self.started = time.perf_counter()
+        self.callback, self.total, self.done, self.elapsed = callback, total, 0, 0.0
 
     def for_chunk(self, label: str) -> Callable[[int, int, float], None]:
-        def report(_done: int, _total: int, _elapsed: float) -> None:
-            self.done += 1
+        done_before, elapsed_before = self.done, self.elapsed
+
+        def report(done: int, _total: int, elapsed: float) -> None:
+            # The run's own count and time, so a run continued from a checkpoint goes on from its edit.
+            self.done, self.elapsed = done_before + done, elapsed_before + elapsed
             if self.callback is not None:
-                self.callback(label, self.done, self.total, time.perf_counter() - self.started)
+                self.callback(label, self.done, self.total, self.elapsed)
         return report
 
 
