@@ -154,6 +154,13 @@ def test_a_plain_bench_runs_the_default_preset_once_and_exports_it(model_dir, tm
     assert main(["eval", "--memory", str(memory), "--model", str(model_dir), "--data", str(FIXTURES / "zsre_sample.json"),
                  "--limit", "2", "--json", str(evaluated)]) == 0
     assert json.loads(evaluated.read_text())["method"] == "wise-index"  # not the method it is a kind of
+    # A part of the memory's edits is checked against the memories that hold them, not the first ones.
+    second = tmp_path / "second.json"
+    assert main(["eval", "--memory", str(memory), "--model", str(model_dir), "--data", str(FIXTURES / "zsre_sample.json"),
+                 "--start", "1", "--limit", "1", "--json", str(second)]) == 0
+    whole, part = (json.loads(path.read_text())["per_edit"] for path in (evaluated, second))
+    assert [form["routed_own"] for form in part[0]["live"].values()] == [
+        form["routed_own"] for form in whole[1]["live"].values()] == [1.0] * len(whole[1]["live"])
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -260,11 +260,24 @@ def _source_file(request: EditRequest) -> str:
     return request.source.rsplit("#", 1)[0] if "#" in request.source else ""
 
 
+def log_positions(method: Method, requests: list[EditRequest]) -> list[int | None]:
+    """Where each request is in the method's edit log: edit i for a run's own requests in order; else
+    the last edit of the same prompt and target (`eval --start` on a part of a memory's edits); None
+    when the memory does not hold it."""
+    pairs = [(r.prompt, r.target) for r in requests]
+    log = getattr(method, "edit_log", None)
+    if log is None or [tuple(edit) for edit in log[:len(pairs)]] == pairs:
+        return list(range(len(requests)))
+    last = {tuple(edit): i for i, edit in enumerate(log)}
+    return [last.get(pair) for pair in pairs]
+
+
 def evaluation_row(method: Method, requests: list[EditRequest], start: int, profile: DatasetProfile = DatasetProfile(),
                    forms: tuple[QueryForm, ...] | None = None, name: str | None = None) -> BenchResult:
-    """Evaluates `requests` (edit i of the method's log is request i) into a benchmark row."""
+    """Evaluates `requests` into a benchmark row; each is looked up in the method's edit log to check that
+    it reaches its own memory (a bench run's request i is edit i)."""
     evaluation = evaluate(method, requests, forms=forms, generation=profile.generation, perplexity=profile.perplexity,
-                          edit_indices=list(range(len(requests))))
+                          edit_indices=log_positions(method, requests))
     per_source: dict[str, list[Scores]] = {}
     for request, edit in zip(requests, evaluation.edits):
         per_source.setdefault(_source_file(request), []).append(edit.scores)

@@ -181,12 +181,13 @@ def _questions(request: EditRequest) -> list[tuple[QuestionKind, str, str]]:
 
 @torch.no_grad()
 def evaluate(model: EditedModel, requests: list[EditRequest], forms: tuple[QueryForm, ...] | None = None,
-             generation: bool = True, perplexity: bool = False, edit_indices: list[int] | None = None,
+             generation: bool = True, perplexity: bool = False, edit_indices: list[int | None] | None = None,
              answers_before: bool = False, answer_cap: int | None = None) -> Evaluation:
     """Evaluate every request with the model's current edits (the paper's protocol: after the last edit).
 
     `forms`: the forms live decoding asks in (default: every form the model has). `edit_indices`: each
-    request's position in the model's edit log, to check that its prompt reaches its own memory.
+    request's position in the model's edit log (None: not in it), to check that its prompt reaches its
+    own memory.
     `answers_before`: also record the unedited model's answer to the prompts and paraphrases."""
     forms = tuple(model.prompter.resolve(f) for f in (forms or model.forms))
     forms = tuple(dict.fromkeys(forms))
@@ -209,7 +210,7 @@ def evaluate(model: EditedModel, requests: list[EditRequest], forms: tuple[Query
             scores.perplexity = model.target_perplexity(request.prompt, request.target)
     recorded: list[list[QuestionAnswer]] = [[] for _ in requests]
     if generation:
-        owners = [model.memory_of_edit(i) for i in edit_indices] if edit_indices is not None else [None] * len(requests)
+        owners = [None if i is None else model.memory_of_edit(i) for i in edit_indices or [None] * len(requests)]
         for form in forms:
             _live(model, requests, form, per_edit, recorded, owners, answers_before, answer_cap)
     edits = [EditEvaluation(r.prompt, r.target, s, a) for r, s, a in zip(requests, per_edit, recorded)]
