@@ -79,6 +79,33 @@ def test_the_fused_target_loss_matches_torch_cross_entropy_in_value_and_gradient
     assert predicted.tolist() == (head(hidden).argmax(-1) == targets).tolist()
 
 
+def test_the_bfloat16_head_gives_the_loss_and_gradient_to_bfloat16_precision_in_float32():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(64, 500, bias=False).requires_grad_(False)
+    hidden = torch.randn(9, 64, requires_grad=True)
+    targets = torch.randint(0, 500, (9,))
+    exact, _ = target_cross_entropy(head, hidden, targets)
+    (exact_grad,) = torch.autograd.grad(exact.sum(), hidden)
+    rounded, _ = target_cross_entropy(head, hidden, targets, head.weight.bfloat16())
+    (rounded_grad,) = torch.autograd.grad(rounded.sum(), hidden)
+    assert rounded.dtype == rounded_grad.dtype == torch.float32
+    assert not torch.equal(rounded, exact)  # the products did run in bfloat16
+    assert torch.allclose(rounded, exact, rtol=2e-2, atol=2e-2)
+    assert torch.allclose(rounded_grad, exact_grad, rtol=5e-2, atol=2e-2)
+
+
+def test_an_edit_trained_with_the_bfloat16_head_sticks_and_the_head_is_copied_once(tokenizer, records):
+    editor = WiseEditor(tiny_loaded(tokenizer=tokenizer), TINY_SETTINGS.replace(head_bfloat16=True))
+    requests = requests_from(records, 2)
+    for request in requests:
+        editor.apply_edit(request)
+    after = evaluate(editor, requests, edit_indices=[0, 1]).mean
+    assert after.rel == 1.0 and after.gen_success == 1.0
+    (copy,) = editor.arch._head_copies.values()  # made by the first edit's training, kept for the next
+    assert copy.dtype == torch.bfloat16 and editor.arch.head_weight(torch.bfloat16) is copy
+    assert editor.arch.lm_head.weight.dtype == torch.float32  # the model itself is untouched
+
+
 @pytest.mark.parametrize("layer", [1, 3])
 def test_a_capturing_pass_stops_before_the_last_layer_and_the_lm_head(tokenizer, records, layer):
     editor = WiseEditor(tiny_loaded(tokenizer=tokenizer), TINY_SETTINGS.replace(layer=layer))

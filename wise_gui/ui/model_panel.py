@@ -39,7 +39,7 @@ _GROUPED = {
                       "memory_rank", "route_candidates", "key_similarity", "key_whitening", "replay", "replay_samples",
                       "overlap_threshold"],
     "Training one edit": ["lr", "n_iter", "early_stop_loss", "early_stop_delta", "stop_when_learnt", "settle_steps",
-                          "n_templates", "n_irrelevant", "norm_constraint", "chat_form", "full_forward", "seed"],
+                          "n_templates", "n_irrelevant", "norm_constraint", "chat_form", "full_forward", "head_bfloat16", "seed"],
     "Router": ["act_ratio", "threshold_floor", "alpha", "beta", "gamma", "margin_scale"],
 }
 
@@ -60,7 +60,8 @@ LABELS = {
     "early_stop_delta": "Early stop: change ≤", "stop_when_learnt": "Stop once learnt",
     "settle_steps": "Steps after learnt",
     "n_templates": "Context templates", "n_irrelevant": "Unrelated samples",
-    "norm_constraint": "Weight clamp ±", "full_forward": "Full forward pass", "seed": "Seed",
+    "norm_constraint": "Weight clamp ±", "full_forward": "Full forward pass",
+    "head_bfloat16": "LM head in bfloat16", "seed": "Seed",
     "act_ratio": "Threshold ratio", "threshold_floor": "Threshold floor (× β)",
     "alpha": "α (unrelated below)", "beta": "β (edit above)", "gamma": "γ (gap)",
     "margin_scale": "Margin scale", "mask_ratio": "Mask ratio ρ", "save_freq": "Shard size", "merge_freq": "Merge every",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
@@ -43,6 +44,7 @@ class Architecture:
     lm_head: nn.Module
     act_fn: object
     transposed: bool
+    _head_copies: dict = field(default_factory=dict, repr=False)  # dtype -> the frozen LM head's weight in it
 
     @classmethod
     def of(cls, model: nn.Module, layer_index: int) -> Architecture:
@@ -82,6 +84,15 @@ class Architecture:
     def replace_down_projection(self, new: nn.Module) -> None:
         parent_path, _, name = self.down_path.rpartition(".")
         setattr(_get(self.layers[self.layer_index], parent_path), name, new)
+
+    def head_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The LM head's weight, or a copy of it in `dtype` made once (the head is frozen)."""
+        weight = self.lm_head.weight
+        if dtype is None or dtype == weight.dtype:
+            return weight
+        if dtype not in self._head_copies:
+            self._head_copies[dtype] = weight.detach().to(dtype)
+        return self._head_copies[dtype]
 
     def upper_layers(self) -> list[nn.Module]:
         return list(self.layers[self.layer_index + 1:])

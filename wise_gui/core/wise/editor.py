@@ -438,7 +438,7 @@ class WiseEditor(EditedModel):
         trainer = EditTrainer(self.arch, self.layer, self._edit_groups(request.prompt, request.target),
                               self._irrelevant_batches(self._next_irrelevant()),
                               None if self.settings.method == "memoir" else self.margins(),
-                              self.settings.full_forward, self._replay_inputs())
+                              self.settings.full_forward, self._replay_inputs(), self.settings.head_bfloat16)
         feature = trainer.question_feature()
         trainable, commit = self._trainable(trainer, feature)
         ce_curve, margin_curve = [], []

@@ -118,10 +118,13 @@ class _TargetCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets):
-        logits = F.linear(hidden, weight, bias).float()
+        # The products run in the weight's dtype (a bfloat16 copy: head_bfloat16), the softmax in float32.
+        bias = None if bias is None else bias.to(weight.dtype)
+        logits = F.linear(hidden.to(weight.dtype), weight, bias).float()
         log_probs = torch.log_softmax(logits, dim=-1)
         positions = torch.arange(targets.shape[0], device=targets.device)
         ctx.save_for_backward(log_probs, targets, weight)
+        ctx.hidden_dtype = hidden.dtype
         return -log_probs[positions, targets], logits.argmax(-1) == targets
 
     @staticmethod
@@ -130,13 +133,14 @@ class _TargetCrossEntropy(torch.autograd.Function):
         grad_logits = log_probs.exp_()  # the saved tensor is not needed again
         grad_logits[torch.arange(targets.shape[0], device=targets.device), targets] -= 1.0
         grad_logits.mul_(grad_losses.unsqueeze(1))
-        return grad_logits.to(weight.dtype) @ weight, None, None, None
+        return (grad_logits.to(weight.dtype) @ weight).to(ctx.hidden_dtype), None, None, None
 
 
-def target_cross_entropy(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """([positions] cross-entropy, [positions] bool: target predicted) of the LM head at `hidden`."""
-    return _TargetCrossEntropy.apply(hidden, head.weight, head.bias, targets)
+def target_cross_entropy(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tensor,
+                         weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """([positions] cross-entropy, [positions] bool: target predicted) of the LM head at `hidden`;
+    `weight`: the head's weight in another dtype to compute with (default: its own)."""
+    return _TargetCrossEntropy.apply(hidden, head.weight if weight is None else weight, head.bias, targets)
 
 
 class _Group:
@@ -161,8 +165,9 @@ class EditTrainer:
 
     def __init__(self, arch: Architecture, layer: WiseLayer, groups: list[RowGroup], irrelevant: list[TokenBatch],
                  margins: MarginTargets | None, full_forward: bool,
-                 replay_inputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None):
+                 replay_inputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None, head_bfloat16: bool = False):
         self.arch = arch
+        self.head_weight = arch.head_weight(torch.bfloat16 if head_bfloat16 else None)
         self.layer = layer
         self.margins = margins  # None: cross-entropy only (MEMOIR)
         self.full_forward = full_forward
@@ -225,7 +230,8 @@ class EditTrainer:
             target_hidden.append(hidden)
             edit_scores.append(self._scores(down_output, group.main_activation, group.score_mask))
         # Every group's target positions through the LM head at once: its weight is read once per step.
-        token_losses, predicted = target_cross_entropy(self.arch.lm_head, torch.cat(target_hidden), self.target_ids)
+        token_losses, predicted = target_cross_entropy(self.arch.lm_head, torch.cat(target_hidden), self.target_ids,
+                                                      self.head_weight)
         self.all_targets_predicted = bool(predicted.all())
         ce = sum(group.weight * self._row_mean(group, losses)
                  for group, losses in zip(self.groups, token_losses.split([len(g.target_ids) for g in self.groups])))
